@@ -1,0 +1,27 @@
+# railcc: `make demo` and `make test` install what is missing, then run.
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test unit emulation bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@$(VENV)/bin/railcc demo
+
+test: setup
+	@$(PY) -m pytest tests $(PYTEST_ARGS)
+
+unit: setup
+	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+emulation: setup
+	@$(PY) -m pytest tests/emulation $(PYTEST_ARGS)
+
+bench: setup
+	@$(PY) benchmarks/build_fabric.py
+
+clean:
+	@if [ -x $(VENV)/bin/railcc ]; then $(VENV)/bin/railcc clean; fi

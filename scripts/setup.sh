@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One-time, idempotent set-up: apt packages, then the project venv (.venv)
+# that sees Debian's mininet (system Python) and the PyPI dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "railcc: set-up needs root (it installs apt packages and builds networks): run 'sudo make $*'" >&2
+  exit 1
+fi
+
+APT_PACKAGES="openvswitch-switch mininet iperf3 tcpdump tshark ethtool iputils-ping iproute2 python3-venv python3-dev"
+missing=""
+for pkg in $APT_PACKAGES; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+  echo "railcc: installing apt packages:$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq $missing >/dev/null
+fi
+
+PY=/usr/bin/python3   # Debian's mininet lives in the system Python
+if [ ! -x .venv/bin/python ]; then
+  echo "railcc: creating .venv"
+  "$PY" -m venv --system-site-packages .venv
+fi
+stamp=.venv/.railcc-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "railcc: installing Python dependencies into .venv"
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e . >/dev/null
+  touch "$stamp"
+fi
+.venv/bin/python -c "import mininet.net, os_ken, scapy.contrib.roce" \
+  || { echo "railcc: .venv cannot import mininet/os_ken/scapy; remove .venv and retry" >&2; exit 1; }
