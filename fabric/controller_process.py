@@ -1,0 +1,90 @@
+"""Start the railcc controller process (os-ken) and wait until it configured every switch."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fabric.sh import FabricError
+
+#: Substring of the controller's command line; cleanup checks it before killing a PID.
+MARKER = "controllers.launcher"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ControllerProcess:
+    """The controller as a child process bound to 127.0.0.1."""
+
+    def __init__(self, topology_json: Path, algorithm: str, run_dir: Path,
+                 port: int | None = None, stats_interval: float = 0.2) -> None:
+        self.port = port or free_port()
+        self.ready_file = run_dir / "controller.ready"
+        self.log_file = run_dir / "controller.log"
+        self.stderr_file = run_dir / "controller.stderr"
+        self.argv = [sys.executable, "-m", MARKER, "--topology", str(topology_json),
+                     "--algo", algorithm, "--port", str(self.port),
+                     "--ready-file", str(self.ready_file), "--log", str(self.log_file),
+                     "--stats-interval", str(stats_interval)]
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def target(self) -> str:
+        """The OVS controller target string."""
+        return f"tcp:127.0.0.1:{self.port}"
+
+    def start(self) -> int:
+        """Launch the process; returns its PID."""
+        self.ready_file.unlink(missing_ok=True)
+        with open(self.stderr_file, "wb") as stderr:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                         stdout=stderr, stderr=stderr,
+                                         start_new_session=True)
+        return self.proc.pid
+
+    def configured(self) -> set[int]:
+        """Datapath ids the controller has finished configuring."""
+        try:
+            data = json.loads(self.ready_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return set()
+        return {int(dpid, 16) if isinstance(dpid, str) else int(dpid) for dpid in data["dpids"]}
+
+    def wait_ready(self, dpids: set[int], timeout: float = 60.0) -> None:
+        """Block until every dpid is configured; FabricError if it dies or times out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if dpids <= self.configured():
+                return
+            time.sleep(0.05)
+        missing = len(dpids - self.configured())
+        raise FabricError(f"controller: {missing} of {len(dpids)} switches not configured "
+                          f"after {timeout:.0f} s (see {self.log_file})")
+
+    def check_alive(self) -> None:
+        """FabricError with the controller's last words if it has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            err = self.stderr_file.read_text(errors="replace").strip()
+            last = err.splitlines()[-1] if err else f"exit code {self.proc.returncode}"
+            raise FabricError(f"controller exited: {last} (log: {self.log_file})")
+
+    def stop(self, grace: float = 3.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
