@@ -1,0 +1,143 @@
+"""Build+start and stop time of railcc fabrics beside stock Mininet (TCLink), same run.
+
+    .venv/bin/python benchmarks/build_fabric.py [--repeat 3] [--skip-stock]
+
+Fabrics: the `rail-2tier` preset and a 64 servers x 8 rails fabric (1 pod,
+8 ToRs, 8 spines: 576 links, as PLATFORM.md measured). railcc is timed with
+no controller (plumbing + OVS + shaping + read-back) and with the `ecmp`
+controller having configured every switch. Memory = drop of MemAvailable
+while the fabric runs. Prints a table and appends it to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fabric import ovs  # noqa: E402
+from fabric.network import Network  # noqa: E402
+from topologies import Topology, build, from_dict, load  # noqa: E402
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def mem_available_mib() -> float:
+    """MemAvailable from /proc/meminfo, MiB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def fabrics() -> list[Topology]:
+    """The fabrics to time."""
+    big = from_dict({"name": "rail-64x8", "rails": 8, "servers_per_pod": 64, "pods": 1,
+                     "spines": 8, "description": "64 servers x 8 rails, 1 pod, 8 spines"})
+    return [load("rail-2tier"), build(big)]
+
+
+def time_railcc(topology: Topology, algorithm: str | None) -> tuple[float, float, float]:
+    """(start s, stop s, memory MiB) of one railcc Network."""
+    mem_before = mem_available_mib()
+    started = time.monotonic()
+    net = Network(topology, algorithm)
+    net.start()
+    start_s = time.monotonic() - started
+    time.sleep(1.0)
+    memory = mem_before - mem_available_mib()
+    started = time.monotonic()
+    net.stop()
+    return start_s, time.monotonic() - started, memory
+
+
+def time_stock_mininet(topology: Topology) -> tuple[float, float, float]:
+    """(start s, stop s, memory MiB) of stock Mininet with TCLink and userspace OVS."""
+    from functools import partial
+
+    from mininet.link import TCLink
+    from mininet.net import Mininet
+    from mininet.node import OVSSwitch
+    from mininet.topo import Topo
+
+    class Stock(Topo):
+        def build(self) -> None:
+            names = {}
+            for i, switch in enumerate(topology.switches()):
+                names[switch.name] = self.addSwitch(f"zb{i}", dpid=f"{switch.dpid:016x}")
+            for server in topology.servers():
+                names[server.name] = self.addHost(server.name)
+            for link in topology.links:
+                self.addLink(names[link.a.node], names[link.b.node], bw=link.mbps)
+
+    switch = partial(OVSSwitch, datapath="user", failMode="secure", protocols="OpenFlow13")
+    mem_before = mem_available_mib()
+    started = time.monotonic()
+    net = Mininet(topo=Stock(), switch=switch, link=TCLink, controller=None,
+                  autoSetMacs=True)
+    net.start()
+    start_s = time.monotonic() - started
+    time.sleep(1.0)
+    memory = mem_before - mem_available_mib()
+    started = time.monotonic()
+    net.stop()
+    return start_s, time.monotonic() - started, memory
+
+
+def median_of(func, repeat: int) -> tuple[float, float, float]:
+    """Median of each figure over ``repeat`` runs."""
+    runs = [func() for _ in range(repeat)]
+    return tuple(statistics.median(values) for values in zip(*runs))
+
+
+def main() -> None:
+    """Run the benchmark, print and record the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-stock", action="store_true", help="do not time stock Mininet")
+    args = parser.parse_args()
+    ovs.ensure_daemon()
+    rows = []
+    for topology in fabrics():
+        label = f"{topology.name} ({len(topology.links)} links)"
+        variants = [("railcc, no controller", lambda t=topology: time_railcc(t, None)),
+                    ("railcc + ecmp ready", lambda t=topology: time_railcc(t, "ecmp"))]
+        if not args.skip_stock:
+            variants.append(("stock Mininet TCLink", lambda t=topology: time_stock_mininet(t)))
+        for variant, func in variants:
+            start_s, stop_s, memory = median_of(func, args.repeat)
+            rows.append((label, variant, start_s, stop_s, memory))
+            print(f"{label:<28} {variant:<22} start {start_s:6.2f} s  stop {stop_s:6.2f} s  "
+                  f"memory {memory:6.0f} MiB", flush=True)
+    record(rows, args.repeat)
+
+
+def record(rows: list[tuple], repeat: int) -> None:
+    """Append the table, with machine and date, to RESULTS.md."""
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor())
+    import os
+    lines = [
+        f"\n## build_fabric.py, {datetime.date.today()} ({os.cpu_count()} cores, {cpu}, "
+        f"kernel {platform.release()}, OVS {ovs.datapath_type()} datapath)\n",
+        f"Median of {repeat} runs each, all measured in the same run.\n",
+        "| fabric | variant | start (s) | stop (s) | memory (MiB) |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    lines += [f"| {f} | {v} | {a:.2f} | {b:.2f} | {m:.0f} |" for f, v, a, b, m in rows]
+    if not RESULTS.exists():
+        RESULTS.write_text("# Benchmark results\n\nFigures recorded by the scripts in "
+                           "benchmarks/, newest last.\n")
+    with RESULTS.open("a") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

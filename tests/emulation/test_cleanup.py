@@ -1,0 +1,105 @@
+"""Scoped cleanup: after exit, and after SIGKILL + `railcc clean`, nothing of the run is left,
+and a foreign bridge is untouched."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fabric import ovs
+from fabric.cleanup import list_netns, root_links
+from fabric.names import NETNS_PREFIX
+from fabric.state import load_all, pid_alive
+from tests.emulation.conftest import railcc_leftovers, start_network
+
+pytestmark = pytest.mark.emulation
+RAILCC = str(Path(sys.executable).with_name("railcc"))
+FOREIGN = "zzforeign0"
+
+
+@pytest.fixture
+def foreign_bridge():
+    """A bridge railcc did not make; it must survive every cleanup."""
+    subprocess.run(["ovs-vsctl", "--may-exist", "add-br", FOREIGN, "--", "set", "bridge",
+                    FOREIGN, "datapath_type=netdev"], check=True)
+    yield FOREIGN
+    subprocess.run(["ovs-vsctl", "--if-exists", "del-br", FOREIGN], check=True)
+
+
+def _all_bridges() -> set[str]:
+    return set(subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True,
+                              check=True).stdout.split())
+
+
+def test_context_exit_removes_exactly_the_run(tmp_path, foreign_bridge):
+    links_before = root_links()
+    net = start_network("rail-2tier-small", tmp_path)
+    controller_pid = net.controller.proc.pid
+    assert set(net.plan.bridges.values()) <= _all_bridges()
+    net.stop()
+    assert railcc_leftovers() == {"netns": [], "bridges": [], "states": []}
+    assert root_links() == links_before
+    assert not pid_alive(controller_pid)
+    assert foreign_bridge in _all_bridges()
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_sigkill_then_railcc_clean_leaves_nothing(tmp_path, foreign_bridge):
+    links_before = root_links()
+    proc = subprocess.Popen([RAILCC, "up", "rail-2tier-small"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        _wait_for(lambda: "mininet>" in _peek(proc), 90, "the Mininet prompt")
+        states = [s for s in load_all() if s.owner_pid == proc.pid]
+        assert len(states) == 1
+        state = states[0]
+        children = [int(pid) for pid in state.processes]
+        shells = [int(p) for ns in state.netns
+                  for p in subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
+                                          text=True).stdout.split()]
+        assert children and shells
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert railcc_leftovers()["netns"]  # the killed run left its fabric behind
+    result = subprocess.run([RAILCC, "clean"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert railcc_leftovers() == {"netns": [], "bridges": [], "states": []}
+    assert root_links() == links_before
+    assert not any(pid_alive(pid) for pid in children + shells)
+    assert foreign_bridge in _all_bridges()
+    assert not [ns for ns in list_netns() if ns.startswith(NETNS_PREFIX)]
+
+
+_buffers: dict[int, str] = {}
+
+
+def _peek(proc: subprocess.Popen) -> str:
+    """Non-blocking read of what the process printed so far."""
+    os.set_blocking(proc.stdout.fileno(), False)
+    chunk = proc.stdout.read()
+    if chunk:
+        _buffers[proc.pid] = _buffers.get(proc.pid, "") + chunk.decode(errors="replace")
+    return _buffers.get(proc.pid, "")
+
+
+def test_bad_topology_starts_nothing(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[topology]\nname = "x"\nrails = 0\n')
+    before = railcc_leftovers()
+    result = subprocess.run([RAILCC, "up", str(bad)], capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "railcc: error: topology.rails: must be 1..8, got 0"
+    assert railcc_leftovers() == before
