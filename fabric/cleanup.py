@@ -78,8 +78,13 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def clean_run(state: RunState, report: CleanReport | None = None) -> CleanReport:
-    """Remove everything one run created: processes, bridges, namespaces, interfaces."""
+def clean_run(state: RunState, report: CleanReport | None = None,
+              settle: bool = True) -> CleanReport:
+    """Remove everything one run created: processes, bridges, namespaces, interfaces.
+
+    With ``settle``, also wait until ovs-vswitchd has released the bridges'
+    own interfaces (the userspace datapath removes ~70 ports per second).
+    """
     report = report or CleanReport()
     existing_ns = set(list_netns())
     run_ns = [ns for ns in state.netns if ns in existing_ns]
@@ -87,19 +92,19 @@ def clean_run(state: RunState, report: CleanReport | None = None) -> CleanReport
     own = [int(pid) for pid, marker in state.processes.items()
            if marker and marker in _cmdline(int(pid))]
     report.processes += terminate(in_ns + own)
+    leftover = sorted(set(state.root_intfs) & root_links())
+    if leftover:
+        _delete_links(state.prefix, leftover)
+    report.intfs += len(leftover)
     if ovs.daemon_running():
         bridges = set(state.bridges) | set(ovs.bridges_of_run(state.prefix))
         doomed = sorted(bridges & _all_bridges())
         ovs.delete_bridges(doomed)
         report.bridges += len(doomed)
-    leftover = sorted(set(state.root_intfs) & root_links())
-    if leftover:
-        _delete_links(state.prefix, leftover)
-    report.intfs += len(leftover)
     if run_ns:
         batch("ip", [f"netns del {ns}" for ns in run_ns], force=True)
     report.netns += len(run_ns)
-    _wait_gone(state.root_intfs + state.bridges)
+    _wait_gone(state.root_intfs + (state.bridges if settle else []), timeout=60)
     state.remove()
     report.runs.append(state.prefix)
     return report

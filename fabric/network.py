@@ -98,13 +98,13 @@ class Network:
         self.progress(f"fabric {self.topology.name} up as run {self.prefix} "
                       f"({self.datapath} datapath, {sum(self.timings.values()):.2f} s)")
 
-    def stop(self) -> None:
-        """Remove everything this run created (idempotent)."""
+    def stop(self, settle: bool = True) -> None:
+        """Remove everything this run created (idempotent); ``settle``: wait for OVS too."""
         started = time.monotonic()
         if self.controller:
             self.controller.stop()
         if self.state.path.exists():
-            clean_run(self.state)
+            clean_run(self.state, settle=settle)
         self.timings["teardown"] = time.monotonic() - started
 
     def _step(self, label: str, func: Callable, *args: object) -> None:

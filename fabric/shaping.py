@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -51,9 +52,13 @@ def by_netns(shapes: Iterable[Shape]) -> dict[str | None, list[Shape]]:
 
 
 def apply(shapes: Iterable[Shape]) -> None:
-    """Apply every shape with one tc batch per namespace."""
-    for netns, group in by_netns(shapes).items():
+    """Apply every shape with one tc batch per namespace (namespaces in parallel)."""
+    def one(item: tuple[str | None, list[Shape]]) -> None:
+        netns, group = item
         batch("tc", [line for shape in group for line in tc_lines(shape)], netns=netns)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, by_netns(shapes).items()))
 
 
 def parse_rate(text: str) -> float:
@@ -91,8 +96,8 @@ def problems(shape: Shape, qdiscs: list[dict], class_text: str) -> list[str]:
 
 def verify(shapes: Iterable[Shape]) -> None:
     """Read every shaped interface back; FabricError listing what is missing or wrong."""
-    issues: list[str] = []
-    for netns, group in by_netns(shapes).items():
+    def one(item: tuple[str | None, list[Shape]]) -> list[str]:
+        netns, group = item
         prefix = ["-n", netns] if netns else []
         qdiscs: dict[str, list[dict]] = defaultdict(list)
         for qdisc in json.loads(run(["tc", *prefix, "-j", "qdisc", "show"]) or "[]"):
@@ -103,8 +108,12 @@ def verify(shapes: Iterable[Shape]) -> None:
         if class_by_dev is None:  # some class is missing: ask interface by interface
             class_by_dev = {shape.intf: run(["tc", *prefix, "class", "show", "dev", shape.intf],
                                             check=False) for shape in group}
-        for shape in group:
-            issues += problems(shape, qdiscs.get(shape.intf, []), class_by_dev.get(shape.intf, ""))
+        return [problem for shape in group
+                for problem in problems(shape, qdiscs.get(shape.intf, []),
+                                        class_by_dev.get(shape.intf, ""))]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        issues = [p for found in pool.map(one, by_netns(shapes).items()) for p in found]
     if issues:
         more = f" (and {len(issues) - 3} more)" if len(issues) > 3 else ""
         raise FabricError("link shaping not in place: " + "; ".join(issues[:3]) + more)
