@@ -92,15 +92,15 @@ def clean_run(state: RunState, report: CleanReport | None = None,
     own = [int(pid) for pid, marker in state.processes.items()
            if marker and marker in _cmdline(int(pid))]
     report.processes += terminate(in_ns + own)
-    leftover = sorted(set(state.root_intfs) & root_links())
-    if leftover:
-        _delete_links(state.prefix, leftover)
-    report.intfs += len(leftover)
     if ovs.daemon_running():
         bridges = set(state.bridges) | set(ovs.bridges_of_run(state.prefix))
         doomed = sorted(bridges & _all_bridges())
         ovs.delete_bridges(doomed)
         report.bridges += len(doomed)
+    leftover = sorted(set(state.root_intfs) & root_links())
+    if leftover:
+        _delete_links(state.prefix, leftover)
+    report.intfs += len(leftover)
     if run_ns:
         batch("ip", [f"netns del {ns}" for ns in run_ns], force=True)
     report.netns += len(run_ns)

@@ -51,19 +51,28 @@ class ControllerProcess:
                                          start_new_session=True)
         return self.proc.pid
 
-    def configured(self) -> set[int]:
-        """Datapath ids the controller has finished configuring."""
+    def _ready(self) -> dict:
         try:
-            data = json.loads(self.ready_file.read_text())
+            return json.loads(self.ready_file.read_text())
         except (FileNotFoundError, ValueError):
-            return set()
-        return {int(dpid, 16) if isinstance(dpid, str) else int(dpid) for dpid in data["dpids"]}
+            return {}
+
+    def configured(self) -> set[int]:
+        """Datapath ids the controller has finished configuring (see controllers.shim)."""
+        return set(self._ready().get("configured", []))
+
+    def openflow_errors(self) -> int:
+        """OpenFlow error messages the switches sent the controller so far."""
+        return int(self._ready().get("errors", 0))
 
     def wait_ready(self, dpids: set[int], timeout: float = 60.0) -> None:
         """Block until every dpid is configured; FabricError if it dies or times out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_alive()
+            if self.openflow_errors():
+                raise FabricError(f"controller: switches rejected OpenFlow messages "
+                                  f"(OFPErrorMsg in {self.log_file})")
             if dpids <= self.configured():
                 return
             time.sleep(0.05)

@@ -37,12 +37,13 @@ class Network:
 
     def __init__(self, topology: Topology, algorithm: str | None = "ecmp",
                  run_dir: Path | None = None, progress: Progress | None = None,
-                 stats_interval: float = 0.2) -> None:
+                 stats_interval: float = 0.2, static_neighbors: bool = True) -> None:
         self.topology = topology
         self.algorithm = algorithm
         self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="railcc-"))
         self.progress = progress or (lambda message: log.info("%s", message))
         self.stats_interval = stats_interval
+        self.static_neighbors = static_neighbors
         taken = {state.prefix for state in load_all()}
         taken |= {names.prefix_of_netns(ns) for ns in list_netns()}
         self.prefix = names.new_run_prefix(taken)
@@ -77,7 +78,8 @@ class Network:
     def _build(self) -> None:
         self._step("namespaces", plumbing.create_namespaces, self.plan)
         self._step("links", plumbing.create_links, self.topology, self.plan)
-        self._step("servers", plumbing.configure_servers, self.topology, self.plan)
+        self._step("servers", plumbing.configure_servers, self.topology, self.plan,
+                   self.static_neighbors)
         if self.algorithm:
             topo_json = save(self.topology, self.run_dir / "topology.json")
             self.controller = ControllerProcess(topo_json, self.algorithm, self.run_dir,

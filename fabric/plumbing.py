@@ -81,8 +81,15 @@ def create_links(topology: Topology, plan_: Plan) -> None:
     batch("ip", [f"link set {intf} up" for intf in root])
 
 
-def configure_servers(topology: Topology, plan_: Plan) -> None:
-    """Per namespace: offloads off, NIC addresses (rail r = 10.r.0.0/16), links up."""
+def configure_servers(topology: Topology, plan_: Plan, static_neighbors: bool = True) -> None:
+    """Per namespace: offloads off, NIC addresses (rail r = 10.r.0.0/16), links up.
+
+    With ``static_neighbors`` every NIC of every other server gets a permanent
+    neighbour entry on the same-rail NIC (RDMA NICs resolve peers out of band).
+    Without, ARP goes to the controller; note the kernel's neighbour table is
+    shared by all namespaces and overflows at gc_thresh3 (1024) dynamic
+    entries, which a 16 x 8 fabric already exceeds with all-pairs traffic.
+    """
     def one(server: str) -> None:
         ns = plan_.netns[server]
         nics = topology.nics_of(server)
@@ -92,6 +99,9 @@ def configure_servers(topology: Topology, plan_: Plan) -> None:
             lines += [f"link set {nic.intf} address {nic.mac}",
                       f"addr add {nic.ip}/16 dev {nic.intf}",
                       f"link set {nic.intf} up"]
+        if static_neighbors:
+            lines += [f"neigh replace {peer.ip} lladdr {peer.mac} dev eth{peer.rail} nud permanent"
+                      for peer in topology.nics if peer.server != server]
         batch("ip", lines, netns=ns)
 
     # setns is per thread, so namespaces can be configured in parallel.
