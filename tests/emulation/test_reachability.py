@@ -4,7 +4,9 @@ import pytest
 
 from fabric import shaping
 from fabric.reachability import all_pairs_ping
+from fabric.network import Network
 from tests.emulation.conftest import start_network
+from topologies import load
 
 pytestmark = pytest.mark.emulation
 
@@ -14,10 +16,24 @@ def test_all_pairs_ping_without_loss(name, tmp_path):
     net = start_network(name, tmp_path)
     try:
         report = all_pairs_ping(net)
-        assert report.sent == len(net.topology.nics) * (len(net.topology.nics)
-                                                       - net.topology.spec.rails)
+        topology = net.topology
+        assert report.sent == len(topology.servers()) * (len(topology.nics) - topology.spec.rails)
         assert report.failures == []
         # Shaping is still in place after traffic and OVS reconfiguration.
         shaping.verify(net.shapes)
+    finally:
+        net.stop()
+
+
+def test_controller_answers_arp_when_neighbours_are_not_static(tmp_path):
+    net = Network(load("rail-2tier-small"), "ecmp", run_dir=tmp_path, static_neighbors=False)
+    net.start()
+    try:
+        report = all_pairs_ping(net)
+        assert report.sent == 224 and report.failures == []
+        neighbours = net.exec("h1", ["ip", "neigh", "show", "dev", "eth0"]).stdout
+        nic = next(n for n in net.topology.nics if n.server == "h5" and n.rail == 0)
+        assert f"{nic.ip} lladdr {nic.mac}" in neighbours
+        assert "PERMANENT" not in neighbours
     finally:
         net.stop()

@@ -14,7 +14,8 @@ from controllers.algorithm import ALGORITHMS, Algorithm, UnknownAlgorithm, make_
 from controllers.ecmp import EcmpAlgorithm
 from controllers.intents import (Bucket, ClearSwitch, FlowRule, Group, Meter, Output, PacketOut,
                                  RateGrant, ToController, ToGroup)
-from controllers.ofmsgs import to_ofmsgs
+from controllers.ofmsgs import (HASH_SLOTS, HASH_TABLE, hash_slots, switch_hash_basis,
+                               to_ofmsgs)
 from topologies import load
 from topologies.export import save
 
@@ -43,10 +44,13 @@ def test_switch_program_serializes_in_order():
     assert messages[0].command == ofproto_v1_3.OFPFC_DELETE
     assert messages[0].table_id == ofproto_v1_3.OFPTT_ALL
     assert messages[1].group_id == ofproto_v1_3.OFPG_ALL
-    last_group = max(i for i, k in enumerate(kinds) if k == "OFPGroupMod")
-    first_add = min(i for i, m in enumerate(messages)
-                    if type(m).__name__ == "OFPFlowMod" and m.command == ofproto_v1_3.OFPFC_ADD)
-    assert last_group < first_add
+    # Select groups become hash-table entries, written before the rules that use them.
+    adds = [m for m in messages if type(m).__name__ == "OFPFlowMod"
+            and m.command == ofproto_v1_3.OFPFC_ADD]
+    last_slot = max(i for i, m in enumerate(adds) if m.table_id == HASH_TABLE)
+    first_user = min(i for i, m in enumerate(adds) if any(
+        type(ins).__name__ == "OFPInstructionGotoTable" for ins in m.instructions))
+    assert last_slot < first_user
 
 
 def test_flow_group_packet_out_meter_fields():
@@ -65,18 +69,40 @@ def test_flow_group_packet_out_meter_fields():
         FlowRule(DPID + 1, 0),  # other switch: skipped
         RateGrant("qp1", 5.0),  # not OpenFlow: skipped
     ]
-    group, route, arp, miss, delete, out, meter, group_del = serialize(to_ofmsgs(dp, intents))
-    assert group.type == ofproto_v1_3.OFPGT_SELECT and group.command == ofproto_v1_3.OFPGC_ADD
-    assert [(b.weight, b.watch_port, b.actions[0].port) for b in group.buckets] == [(1, 5, 5), (2, 6, 6)]
+    messages = serialize(to_ofmsgs(dp, intents, salt=7))
+    slots, rest = messages[:HASH_SLOTS], messages[HASH_SLOTS:]
+    route, arp, miss, delete, out, meter, group_del = rest
+    assert all(m.table_id == HASH_TABLE and m.match["reg1"] == 3 for m in slots)
+    assert [m.match["reg0"] for m in slots] == list(range(HASH_SLOTS))
+    ports = [m.instructions[0].actions[0].port for m in slots]
+    assert (ports.count(5), ports.count(6)) == (22, 42)  # weights 1:2
     assert route.match["ipv4_dst"] == ("10.1.2.0", "255.255.255.0")
-    assert route.instructions[0].actions[0].group_id == 3
+    load_group, multipath = route.instructions[0].actions
+    assert (load_group.dst, load_group.value) == ("reg1", 3)
+    assert (multipath.fields, multipath.basis, multipath.max_link) == (
+        3, switch_hash_basis(7, DPID), HASH_SLOTS - 1)
+    assert route.instructions[1].table_id == HASH_TABLE
     assert arp.instructions[0].actions[0].port == ofproto_v1_3.OFPP_CONTROLLER
     assert miss.priority == 0 and miss.instructions == []
     assert delete.command == ofproto_v1_3.OFPFC_DELETE_STRICT
     assert out.in_port == ofproto_v1_3.OFPP_CONTROLLER and out.actions[0].port == 4
     assert meter.bands[0].rate == 5000
-    assert group_del.command == ofproto_v1_3.OFPGC_DELETE and group_del.buckets == []
+    assert group_del.table_id == HASH_TABLE and group_del.match["reg1"] == 3
+    assert group_del.command == ofproto_v1_3.OFPFC_DELETE
     assert ClearSwitch(DPID) == ClearSwitch(DPID)
+
+
+def test_hash_slots_follow_weights_and_interleave():
+    assert hash_slots((Bucket(5), Bucket(6), Bucket(7)), slots=6) == [5, 6, 7, 5, 6, 7]
+    assert hash_slots((Bucket(1, 3), Bucket(2)), slots=8).count(1) == 6
+    assert hash_slots(()) == []
+
+
+def test_hash_basis_differs_per_switch_and_salt():
+    bases = {switch_hash_basis(0, dpid) for dpid in (0x100000000, 0x100000001, 0x200000000,
+                                                      0x300000000, 0x300000001)}
+    assert len(bases) == 5
+    assert switch_hash_basis(1, DPID) != switch_hash_basis(2, DPID)
 
 
 def test_registry_knows_ecmp_and_rejects_unknown():
