@@ -69,11 +69,11 @@ def _calibration_table(report: dict, title: str) -> Table:
     over = report["overload"]
     if over:
         where = "only there" if not over["drops_elsewhere"] else f"also {over['drops_elsewhere']}"
-        table.add_row(f"2:1 overload ({over['offered_ratio']:.2f}x)", over["port"],
+        table.add_row("2:1 overload", f"{over['offered_ratio']:.2f}x into {over['port']}",
                       f"{over['configured_mbps']:.2f}", f"{over['delivered_mbps']:.2f}",
                       f"{over['error_pct']:+.1f}",
                       ("yes" if over["ok"] else "[red]NO[/red]") +
-                      f" ({over['drops_at_port']} drops, {where})")
+                      f": {over['drops_at_port']} drops, {where}")
     return table
 
 

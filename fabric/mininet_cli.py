@@ -9,6 +9,8 @@ which would end processes this project did not start.
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
 import sys
 from typing import TextIO
@@ -62,10 +64,14 @@ class RailMininet(Mininet):
             argv += ["-u", "-b", udpBw]
         out = client.cmd("sleep 0.3; " + " ".join(argv))
         listener.wait(timeout=10)
-        rates = [line.split("  ")[-2].strip() if "  " in line else line
-                 for line in out.splitlines() if line.rstrip().endswith(("sender", "receiver"))]
-        output(f"*** Results: {rates}\n")
-        return rates
+        rates = {}
+        for line in out.splitlines():
+            found = re.search(r"([\d.]+ [KMG]?bits/sec).*\b(sender|receiver)\s*$", line)
+            if found:
+                rates[found[2]] = found[1]
+        result = [rates.get("receiver", "?"), rates.get("sender", "?")]
+        output(f"*** Results: {result}\n")
+        return result
 
     def stop(self) -> None:
         """Stop the hosts' shells; the fabric itself is stopped by its Network."""
@@ -76,6 +82,7 @@ class RailMininet(Mininet):
 def run_cli(net: Network, stdin: TextIO = sys.stdin) -> None:
     """Start Mininet's CLI on a live fabric; returns when the user exits (or stdin ends)."""
     setLogLevel("output")
+    logging.getLogger("mininet").propagate = False  # Mininet prints for itself
     Cleanup.addCleanupCallback(lambda: clean_all())
     mininet = RailMininet(net)
     try:
