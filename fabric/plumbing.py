@@ -98,7 +98,11 @@ def configure_servers(topology: Topology, plan_: Plan, static_neighbors: bool = 
         for nic in nics:
             lines += [f"link set {nic.intf} address {nic.mac}",
                       f"addr add {nic.ip}/16 dev {nic.intf}",
-                      f"link set {nic.intf} up"]
+                      f"link set {nic.intf} up",
+                      # Source routing per NIC: traffic from rail r's address leaves on
+                      # rail r's NIC, whatever rail the destination is on.
+                      f"rule add from {nic.ip}/32 table {100 + nic.rail}",
+                      f"route add 10.0.0.0/8 dev {nic.intf} src {nic.ip} table {100 + nic.rail}"]
         if static_neighbors:
             lines += [f"neigh replace {peer.ip} lladdr {peer.mac} dev eth{peer.rail} nud permanent"
                       for peer in topology.nics if peer.server != server]

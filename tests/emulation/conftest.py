@@ -6,7 +6,7 @@ import pytest
 
 from fabric import ovs
 from fabric.cleanup import list_netns
-from fabric.names import NETNS_PREFIX
+from fabric.names import prefix_of_netns
 from fabric.network import Network
 from fabric.state import load_all
 from topologies import load
@@ -14,25 +14,32 @@ from topologies import load
 pytestmark = pytest.mark.emulation
 
 
-def railcc_leftovers() -> dict:
-    """Everything railcc-made that exists on the machine right now."""
+#: Run prefixes this test session created (other railcc runs on the machine are not ours).
+SESSION_PREFIXES: set[str] = set()
+
+
+def railcc_leftovers(prefixes: set[str] | None = None) -> dict:
+    """railcc-made objects of the given runs (default: this session's) that still exist."""
+    prefixes = SESSION_PREFIXES if prefixes is None else prefixes
+    bridges = ovs.bridges_of_run(None) if ovs.daemon_running() else {}
     return {
-        "netns": [ns for ns in list_netns() if ns.startswith(NETNS_PREFIX)],
-        "bridges": sorted(ovs.bridges_of_run(None)) if ovs.daemon_running() else [],
-        "states": [state.prefix for state in load_all()],
+        "netns": [ns for ns in list_netns() if prefix_of_netns(ns) in prefixes],
+        "bridges": sorted(b for b, prefix in bridges.items() if prefix in prefixes),
+        "states": [state.prefix for state in load_all() if state.prefix in prefixes],
     }
 
 
-def start_network(name: str, tmp: Path, algorithm: str = "ecmp") -> Network:
-    """Build and start a preset fabric with its controller."""
-    net = Network(load(name), algorithm, run_dir=tmp)
+def start_network(name: str, tmp: Path, algorithm: str = "ecmp", **options) -> Network:
+    """Build and start a preset fabric with its controller (recorded for the leak check)."""
+    net = Network(load(name), algorithm, run_dir=tmp, **options)
+    SESSION_PREFIXES.add(net.prefix)
     net.start()
     return net
 
 
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind():
-    """The whole emulation session must leave no railcc object behind."""
+    """The whole emulation session must leave none of its railcc objects behind."""
     ovs.ensure_daemon()
     yield
     assert railcc_leftovers() == {"netns": [], "bridges": [], "states": []}

@@ -12,9 +12,8 @@ import pytest
 
 from fabric import ovs
 from fabric.cleanup import list_netns, root_links
-from fabric.names import NETNS_PREFIX
 from fabric.state import load_all, pid_alive
-from tests.emulation.conftest import railcc_leftovers, start_network
+from tests.emulation.conftest import SESSION_PREFIXES, railcc_leftovers, start_network
 
 pytestmark = pytest.mark.emulation
 RAILCC = str(Path(sys.executable).with_name("railcc"))
@@ -35,14 +34,18 @@ def _all_bridges() -> set[str]:
                               check=True).stdout.split())
 
 
+def _links_of(prefix: str) -> set[str]:
+    return {name for name in root_links() if name.startswith(prefix)}
+
+
 def test_context_exit_removes_exactly_the_run(tmp_path, foreign_bridge):
-    links_before = root_links()
     net = start_network("rail-2tier-small", tmp_path)
+    assert _links_of(net.prefix)
     controller_pid = net.controller.proc.pid
     assert set(net.plan.bridges.values()) <= _all_bridges()
     net.stop()
-    assert railcc_leftovers() == {"netns": [], "bridges": [], "states": []}
-    assert root_links() == links_before
+    assert railcc_leftovers({net.prefix}) == {"netns": [], "bridges": [], "states": []}
+    assert _links_of(net.prefix) == set()
     assert not pid_alive(controller_pid)
     assert foreign_bridge in _all_bridges()
 
@@ -56,7 +59,6 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def test_sigkill_then_railcc_clean_leaves_nothing(tmp_path, foreign_bridge):
-    links_before = root_links()
     proc = subprocess.Popen([RAILCC, "up", "rail-2tier-small"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
@@ -64,6 +66,7 @@ def test_sigkill_then_railcc_clean_leaves_nothing(tmp_path, foreign_bridge):
         states = [s for s in load_all() if s.owner_pid == proc.pid]
         assert len(states) == 1
         state = states[0]
+        SESSION_PREFIXES.add(state.prefix)
         children = [int(pid) for pid in state.processes]
         shells = [int(p) for ns in state.netns
                   for p in subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
@@ -72,14 +75,13 @@ def test_sigkill_then_railcc_clean_leaves_nothing(tmp_path, foreign_bridge):
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert railcc_leftovers()["netns"]  # the killed run left its fabric behind
+    assert railcc_leftovers({state.prefix})["netns"]  # the killed run left its fabric behind
     result = subprocess.run([RAILCC, "clean"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert railcc_leftovers() == {"netns": [], "bridges": [], "states": []}
-    assert root_links() == links_before
+    assert railcc_leftovers({state.prefix}) == {"netns": [], "bridges": [], "states": []}
+    assert _links_of(state.prefix) == set()
     assert not any(pid_alive(pid) for pid in children + shells)
     assert foreign_bridge in _all_bridges()
-    assert not [ns for ns in list_netns() if ns.startswith(NETNS_PREFIX)]
 
 
 _buffers: dict[int, str] = {}
@@ -97,9 +99,9 @@ def _peek(proc: subprocess.Popen) -> str:
 def test_bad_topology_starts_nothing(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[topology]\nname = "x"\nrails = 0\n')
-    before = railcc_leftovers()
+    before = (set(list_netns()), _all_bridges())
     result = subprocess.run([RAILCC, "up", str(bad)], capture_output=True, text=True,
                             stdin=subprocess.DEVNULL, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == "railcc: error: topology.rails: must be 1..8, got 0"
-    assert railcc_leftovers() == before
+    assert (set(list_netns()), _all_bridges()) == before

@@ -4,9 +4,7 @@ import pytest
 
 from fabric import shaping
 from fabric.reachability import all_pairs_ping
-from fabric.network import Network
 from tests.emulation.conftest import start_network
-from topologies import load
 
 pytestmark = pytest.mark.emulation
 
@@ -26,8 +24,7 @@ def test_all_pairs_ping_without_loss(name, tmp_path):
 
 
 def test_controller_answers_arp_when_neighbours_are_not_static(tmp_path):
-    net = Network(load("rail-2tier-small"), "ecmp", run_dir=tmp_path, static_neighbors=False)
-    net.start()
+    net = start_network("rail-2tier-small", tmp_path, static_neighbors=False)
     try:
         report = all_pairs_ping(net)
         assert report.sent == 224 and report.failures == []
