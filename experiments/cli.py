@@ -63,7 +63,7 @@ def _sigterm_to_exit(signum: int, _frame: object) -> None:
 
 def main() -> None:
     """Entry point of the `railcc` console script."""
-    from experiments import cli_fabric  # noqa: F401  (registers fabric commands)
+    from experiments import cli_fabric, cli_run  # noqa: F401  (register their commands)
     from fabric.sh import FabricError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,77 @@
+"""`railcc run SPEC.toml` and `railcc report DIR`."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from experiments.cli import UserError, app, console, err_console
+
+
+def _default_out(name: str) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{name}-{stamp}"
+
+
+def run_and_report(spec_path: Path, output: Optional[Path], as_json: bool) -> dict:
+    """Validate, run, analyse, report; returns the summary."""
+    from experiments.analysis import analyze
+    from experiments.report import results_table, write_report
+    from experiments.runner import run
+    from experiments.spec import load_spec
+    from fabric.network import require_root
+
+    experiment = load_spec(spec_path)
+    require_root()
+    out_dir = (output or _default_out(experiment.name)).resolve()
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UserError(f"-o {out_dir}: folder exists and is not empty")
+    with err_console.status(f"{experiment.name}: starting ...") as status:
+        run(experiment, out_dir, progress=lambda m: status.update(f"{experiment.name}: {m}"))
+        status.update("analysing ...")
+        summary = analyze(out_dir)
+        report = write_report(out_dir)
+    if as_json:
+        print(json.dumps(summary, indent=1, default=str))
+    else:
+        console.print(results_table(summary))
+        trusted = summary.get("fidelity", {}).get("trusted")
+        if trusted:
+            console.print("[green]trusted[/green]: the emulator kept up (CPU and link rates)")
+        else:
+            reasons = "; ".join(summary.get("fidelity", {}).get("reasons", [])) or "unknown"
+            console.print(f"[red]NOT trusted[/red]: {reasons}", highlight=False)
+        console.print(f"run folder: {out_dir}\nreport: {report}", highlight=False)
+    return summary
+
+
+@app.command("run")
+def run_command(spec: Path = typer.Argument(..., help="experiment spec (TOML)"),
+                output: Optional[Path] = typer.Option(None, "-o", "--output", help="run folder"),
+                as_json: bool = typer.Option(False, "--json", help="summary as JSON on stdout")
+                ) -> None:
+    """Run one experiment: prints an nccl-tests style table and writes a run folder."""
+    run_and_report(spec, output, as_json)
+
+
+@app.command("report")
+def report_command(run_dir: Path = typer.Argument(..., help="run folder"),
+                   as_json: bool = typer.Option(False, "--json", help="summary as JSON")) -> None:
+    """(Re)build summary.json and the report of a run folder from its files (no root)."""
+    from experiments.analysis import analyze
+    from experiments.report import results_table, write_report
+    if not (run_dir / "manifest.json").is_file():
+        raise UserError(f"{run_dir}: not a run folder (no manifest.json)")
+    summary = analyze(run_dir)
+    report = write_report(run_dir)
+    if as_json:
+        print(json.dumps(summary, indent=1, default=str))
+    else:
+        console.print(results_table(summary))
+        console.print(f"report: {report}", highlight=False)
+    sys.exit(0)

@@ -1,0 +1,184 @@
+"""The NIC agents of a run: start one per server, load collectives, wait, collect records."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from experiments.collectives import Workload
+from experiments.spec import Experiment
+from fabric.agent_client import AgentClient, wait_socket
+from fabric.network import Network
+from fabric.sh import FabricError, batch
+
+log = logging.getLogger(__name__)
+
+START_DELAY_S = 0.3
+POLL_S = 0.1
+_CSV_KINDS = ("messages", "deliveries", "delays")
+
+
+class AgentFleet:
+    """One emulated RDMA NIC agent per server of a live fabric."""
+
+    def __init__(self, net: Network, experiment: Experiment, out_dir: Path) -> None:
+        self.net = net
+        self.experiment = experiment
+        self.out_dir = out_dir
+        self.agent_dir = out_dir / "agents"
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.clients: dict[str, AgentClient] = {}
+        self.transfers: list[dict] = []
+        self.next_id = 1
+        self.neighbours: set[tuple[str, str, int]] = set()
+
+    def start(self) -> None:
+        """Start and configure an agent in every server's namespace."""
+        self.agent_dir.mkdir(parents=True, exist_ok=True)
+        for server in self.net.topology.servers():
+            sock = self.agent_dir / f"{server.name}.sock"
+            sock.unlink(missing_ok=True)
+            self.procs[server.name] = self.net.popen(
+                server.name, [sys.executable, "-m", "fabric.agent", "--server", server.name,
+                              "--socket", str(sock), "--log",
+                              str(self.agent_dir / f"{server.name}.log")],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=open(self.agent_dir / f"{server.name}.stderr", "wb"))
+        spec = self.net.topology.spec
+        transport = self.experiment.transport
+        for server, proc in self.procs.items():
+            sock = self.agent_dir / f"{server}.sock"
+            if not wait_socket(sock, timeout=20):
+                self._check_alive()
+                raise FabricError(f"agent {server}: no control socket after 20 s")
+            client = AgentClient(sock)
+            client.configure(
+                nics=[{"rail": nic.rail, "ip": nic.ip} for nic in self.net.topology.nics_of(server)],
+                mtu=spec.mtu, line_mbps=spec.nic_mbps, window_packets=transport.window_packets,
+                rto_ms=transport.rto_ms, qps_per_connection=1, salt=self.experiment.seed,
+                ack_every=transport.ack_every,
+                delay_sample_every=self.experiment.delay_sample_every,
+                out_dir=str(self.agent_dir), transport=transport.kind)
+            self.clients[server] = client
+
+    def _ids(self, workload: Workload, size: int, iteration: int) -> list[dict]:
+        """Number the workload's transfers and resolve names and dependencies to ids."""
+        nics = {(nic.server, nic.rail): nic.ip for nic in self.net.topology.nics}
+        by_name: dict[str, int] = {}
+        rows = []
+        for schedule in workload.jobs:
+            for transfer in schedule.transfers():
+                by_name[transfer.id] = self.next_id
+                rows.append({"id": self.next_id, "name": transfer.id, "job": transfer.job,
+                             "kind": schedule.kind, "iteration": iteration,
+                             "step": transfer.step, "size": size, "bytes": transfer.size,
+                             "src": transfer.src, "src_rail": transfer.src_rail,
+                             "dst": transfer.dst, "dst_rail": transfer.dst_rail,
+                             "src_ip": nics[(transfer.src, transfer.src_rail)],
+                             "dst_ip": nics[(transfer.dst, transfer.dst_rail)],
+                             "qps": getattr(schedule, "qps_per_connection", 1),
+                             "after_names": list(transfer.depends_on)})
+                self.next_id += 1
+        for row in rows:
+            row["after"] = [by_name[name] for name in row.pop("after_names")]
+        return rows
+
+    def _cross_rail_neighbours(self, rows: list[dict]) -> None:
+        """Permanent neighbour entries for messages that leave their rail (no ARP storm)."""
+        macs = {nic.ip: nic.mac for nic in self.net.topology.nics}
+        lines: dict[str, list[str]] = {}
+        for row in rows:
+            key = (row["src"], row["dst_ip"], row["src_rail"])
+            if row["src_rail"] != row["dst_rail"] and key not in self.neighbours:
+                self.neighbours.add(key)
+                lines.setdefault(row["src"], []).append(
+                    f"neigh replace {row['dst_ip']} lladdr {macs[row['dst_ip']]} "
+                    f"dev eth{row['src_rail']} nud permanent")
+        for server, server_lines in lines.items():
+            batch("ip", server_lines, netns=self.net.netns(server))
+
+    def run_workload(self, workload: Workload, size: int, iteration: int,
+                     timeout_s: float) -> None:
+        """Load one workload into the agents, start it everywhere at once, wait for it."""
+        rows = self._ids(workload, size, iteration)
+        self.transfers += rows
+        (self.out_dir / "transfers.json").write_text(json.dumps(self.transfers, indent=0))
+        self._cross_rail_neighbours(rows)
+        for server, client in self.clients.items():
+            send = [{"id": r["id"], "src_rail": r["src_rail"], "dst_ip": r["dst_ip"],
+                     "size": r["bytes"], "qps": r["qps"], "after": r["after"]}
+                    for r in rows if r["src"] == server]
+            expect = [{"id": r["id"], "dst_rail": r["dst_rail"], "size": r["bytes"]}
+                      for r in rows if r["dst"] == server]
+            client.load(send, expect)
+        start_ns = time.time_ns() + int(START_DELAY_S * 1e9)
+        for client in self.clients.values():
+            client.start(start_ns)
+        self._wait(len(rows), timeout_s)
+
+    def _wait(self, total: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._check_alive()
+            self.net.controller and self.net.controller.check_alive()
+            statuses = {server: client.status() for server, client in self.clients.items()}
+            if all(status["done"] for status in statuses.values()):
+                return
+            if time.monotonic() > deadline:
+                received = sum(status["received"] for status in statuses.values())
+                raise FabricError(f"run timed out after {timeout_s:.0f} s: {received} of "
+                                  f"{total} messages delivered (see {self.agent_dir})")
+            time.sleep(POLL_S)
+
+    def _check_alive(self) -> None:
+        for server, proc in self.procs.items():
+            if proc.poll() is not None:
+                err = (self.agent_dir / f"{server}.stderr").read_text(errors="replace").strip()
+                last = err.splitlines()[-1] if err else f"exit code {proc.returncode}"
+                raise FabricError(f"agent {server} died: {last} "
+                                  f"(log: {self.agent_dir / (server + '.log')})")
+
+    def finish(self) -> dict[str, dict]:
+        """Have every agent write its records; merge them into the run folder; counters."""
+        counters = {server: client.finish() for server, client in self.clients.items()}
+        for kind in _CSV_KINDS:
+            _merge_csv(sorted(self.agent_dir.glob(f"*.{kind}.csv")), self.out_dir / f"{kind}.csv")
+        return {server: reply.get("counters", reply) for server, reply in counters.items()}
+
+    def stop(self) -> None:
+        """Ask agents to quit, then end the processes we started (by PID)."""
+        for client in self.clients.values():
+            try:
+                client.quit()
+            except (OSError, FabricError, ValueError):
+                pass
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _merge_csv(parts: list[Path], target: Path) -> None:
+    """Concatenate CSV files that share a header."""
+    with target.open("w", newline="") as out:
+        writer = None
+        for part in parts:
+            with part.open(newline="") as handle:
+                reader = csv.reader(handle)
+                header = next(reader, None)
+                if header is None:
+                    continue
+                if writer is None:
+                    writer = csv.writer(out)
+                    writer.writerow(header)
+                writer.writerows(reader)
