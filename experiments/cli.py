@@ -20,7 +20,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="railcc: congestion-control emulation of multi-rail AI fabrics.")
 topo_app = typer.Typer(no_args_is_help=True, help="Fabric presets: list, show, draw.")
 app.add_typer(topo_app, name="topo")
-console = Console()
+# Not a terminal (CI, pipes): wide enough for the nccl-tests table.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from experiments.collectives import Workload
 from experiments.spec import Experiment
 from fabric.agent_client import AgentClient, wait_socket
 from fabric.network import Network
@@ -33,8 +31,6 @@ class AgentFleet:
         self.agent_dir = out_dir / "agents"
         self.procs: dict[str, subprocess.Popen] = {}
         self.clients: dict[str, AgentClient] = {}
-        self.transfers: list[dict] = []
-        self.next_id = 1
         self.neighbours: set[tuple[str, str, int]] = set()
 
     def start(self) -> None:
@@ -66,28 +62,6 @@ class AgentFleet:
                 out_dir=str(self.agent_dir), transport=transport.kind)
             self.clients[server] = client
 
-    def _ids(self, workload: Workload, size: int, iteration: int) -> list[dict]:
-        """Number the workload's transfers and resolve names and dependencies to ids."""
-        nics = {(nic.server, nic.rail): nic.ip for nic in self.net.topology.nics}
-        by_name: dict[str, int] = {}
-        rows = []
-        for schedule in workload.jobs:
-            for transfer in schedule.transfers():
-                by_name[transfer.id] = self.next_id
-                rows.append({"id": self.next_id, "name": transfer.id, "job": transfer.job,
-                             "kind": schedule.kind, "iteration": iteration,
-                             "step": transfer.step, "size": size, "bytes": transfer.size,
-                             "src": transfer.src, "src_rail": transfer.src_rail,
-                             "dst": transfer.dst, "dst_rail": transfer.dst_rail,
-                             "src_ip": nics[(transfer.src, transfer.src_rail)],
-                             "dst_ip": nics[(transfer.dst, transfer.dst_rail)],
-                             "qps": getattr(schedule, "qps_per_connection", 1),
-                             "after_names": list(transfer.depends_on)})
-                self.next_id += 1
-        for row in rows:
-            row["after"] = [by_name[name] for name in row.pop("after_names")]
-        return rows
-
     def _cross_rail_neighbours(self, rows: list[dict]) -> None:
         """Permanent neighbour entries for messages that leave their rail (no ARP storm)."""
         macs = {nic.ip: nic.mac for nic in self.net.topology.nics}
@@ -102,18 +76,15 @@ class AgentFleet:
         for server, server_lines in lines.items():
             batch("ip", server_lines, netns=self.net.netns(server))
 
-    def run_workload(self, workload: Workload, size: int, iteration: int,
-                     timeout_s: float) -> None:
-        """Load one workload into the agents, start it everywhere at once, wait for it."""
-        rows = self._ids(workload, size, iteration)
-        self.transfers += rows
-        (self.out_dir / "transfers.json").write_text(json.dumps(self.transfers, indent=0))
+    def run_round(self, rows: list[dict], timeout_s: float) -> None:
+        """Load one round of transfers (transfers.json rows) into the agents, start it
+        everywhere at once, and wait until every message is delivered."""
         self._cross_rail_neighbours(rows)
         for server, client in self.clients.items():
             send = [{"id": r["id"], "src_rail": r["src_rail"], "dst_ip": r["dst_ip"],
-                     "size": r["bytes"], "qps": r["qps"], "after": r["after"]}
+                     "size": r["size"], "qps": r.get("qps", 1), "after": r["after"]}
                     for r in rows if r["src"] == server]
-            expect = [{"id": r["id"], "dst_rail": r["dst_rail"], "size": r["bytes"]}
+            expect = [{"id": r["id"], "dst_rail": r["dst_rail"], "size": r["size"]}
                       for r in rows if r["dst"] == server]
             client.load(send, expect)
         start_ns = time.time_ns() + int(START_DELAY_S * 1e9)

@@ -37,10 +37,17 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     topology = build(experiment.fabric)
-    workloads = experiment.workloads(topology)   # validates placement before anything starts
+    records = experiment.transfer_records(topology)
+    qps = {job.name: job.qps_per_connection for job in experiment.jobs}
+    for record in records:
+        record["qps"] = qps[record["job"]]
+    rounds: dict[tuple[int, int], list[dict]] = {}
+    for record in records:
+        rounds.setdefault((record["phase"], record["iteration"]), []).append(record)
     net = Network(topology, experiment.algorithm, run_dir=out_dir, progress=progress,
                   stats_interval=experiment.stats_interval_ms / 1000)
     _write_manifest(experiment, topology, net, out_dir)
+    _write_json(out_dir / "transfers.json", records)
     with net:
         ports = port_infos(net)
         switch_ports = [p for p in ports if p.netns is None]
@@ -50,9 +57,11 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None)
             fleet.start()
             sampler = PortSampler({p.dev for p in switch_ports}, experiment.telemetry_rate_hz)
             with fidelity.CpuSampler() as cpu, sampler:
-                for size, workload in workloads:
-                    progress(f"{size} bytes: {len(list(workload.transfers()))} messages ...")
-                    fleet.run_workload(workload, timeout_s=experiment.run_timeout_s)
+                for number, ((phase, iteration), rows) in enumerate(sorted(rounds.items()), 1):
+                    size = rows[0]["collective_size"]
+                    progress(f"round {number}/{len(rounds)}: {_human(size)} iteration "
+                             f"{iteration + 1}, {len(rows)} messages")
+                    fleet.run_round(rows, timeout_s=experiment.run_timeout_s)
             counters = fleet.finish()
         finally:
             fleet.stop()
@@ -64,6 +73,13 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None)
             "qdisc_drops_host": sum(host_drops.values()), "host_drops_by_port": host_drops})
         _write_fidelity(out_dir, cpu, switch_ports, sampler)
     return out_dir
+
+
+def _human(size: int) -> str:
+    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:g} {unit}"
+    return f"{size} B"
 
 
 def _write_json(path: Path, data: object) -> None:
