@@ -274,6 +274,12 @@ def analyze(run_dir: Path | str) -> dict[str, Any]:
     """Compute every metric of a run folder and write its summary.json."""
     run = load_run(run_dir)
     verdict = fidelity(run)
+    balance = conservation(run)
+    if not balance.get("ok", False):
+        # Packets that vanished unaccounted (e.g. a datapath that could not keep
+        # up dropped them in its socket buffers) make every other figure suspect.
+        verdict = {"trusted": False,
+                   "reasons": verdict["reasons"] + [f"conservation: {balance.get('verdict')}"]}
     completions = [c for c in map(run.completion_ms, run.messages) if c is not None]
     summary = {
         "run": {"name": run.manifest.get("spec", {}).get("name", run.path.name),
@@ -285,6 +291,6 @@ def analyze(run_dir: Path | str) -> dict[str, Any]:
         "delay_ms": _tail_ms([d["delay_ns"] / 1e6 for d in run.delays]),
         "completion_ms": _tail_ms(completions),
         "utilization": utilization(run), "queues": queues(run),
-        "conservation": conservation(run)}
+        "conservation": balance}
     (run.path / SUMMARY).write_text(json.dumps(summary, indent=1))
     return summary

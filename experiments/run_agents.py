@@ -114,8 +114,10 @@ class AgentFleet:
                 raise FabricError(f"agent {server} died: {last} "
                                   f"(log: {self.agent_dir / (server + '.log')})")
 
-    def finish(self) -> dict[str, dict]:
-        """Have every agent write its records; merge them into the run folder; counters."""
+    def finish(self, quiesce_s: float = 0.5) -> dict[str, dict]:
+        """Let late packets (duplicate ACKs) land, have every agent write its records,
+        merge them into the run folder; returns the agents' counters."""
+        time.sleep(quiesce_s)
         counters = {server: client.finish() for server, client in self.clients.items()}
         for kind in _CSV_KINDS:
             _merge_csv(sorted(self.agent_dir.glob(f"*.{kind}.csv")), self.out_dir / f"{kind}.csv")

@@ -16,7 +16,7 @@ Schema (full reference with examples: docs/spec.md)::
                   true), qps_per_connection (1..64, 1), microbatches (>= 1,
                   sendrecv only, 1)
     [transport]   kind (roce|tcp, "roce"), window_packets (1..4096, 32),
-                  rto_ms (> 0 .. 10000, 50), ack_every (1..window_packets, 8)
+                  rto_ms (> 0 .. 10000, 200), ack_every (1..window_packets, 8)
     [telemetry]   rate_hz (1..100, 10), delay_sample_every (>= 1, 1)
     [limits]      run_timeout_s (> 0 .. 86400, 120), max_offered_fraction (0 < x <= 1)
 
@@ -79,7 +79,7 @@ class Transport:
 
     kind: str = "roce"
     window_packets: int = 32
-    rto_ms: float = 50.0
+    rto_ms: float = 200.0
     ack_every: int = 8
 
 
@@ -307,7 +307,7 @@ def _transport(table: Any) -> Transport:
     t = _table(table, "transport", ("kind", "window_packets", "rto_ms", "ack_every"))
     window = _get(t, "transport", "window_packets", int, 32, lo=1, hi=4096)
     return Transport(kind=_choice(t, "transport", "kind", TRANSPORTS, "roce"), window_packets=window,
-                     rto_ms=_get(t, "transport", "rto_ms", float, 50.0, lo=0.1, hi=10000),
+                     rto_ms=_get(t, "transport", "rto_ms", float, 200.0, lo=0.1, hi=10000),
                      ack_every=_get(t, "transport", "ack_every", int, min(8, window),
                                     lo=1, hi=window))
 

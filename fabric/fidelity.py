@@ -4,7 +4,12 @@ A run is *trusted* only when
 - the machine was not CPU-bound: total CPU busy stayed under
   `CPU_BUSY_LIMIT` and the OVS forwarding thread (PLATFORM.md: the whole
   userspace datapath runs on about one core) under `OVS_BUSY_LIMIT` of a core,
-  in all but a few per-second samples; and
+  in all but a few per-second samples. The userspace datapath's cost is per
+  wake-up (it polls every port each time), so 80-90 % of a core at light load
+  is normal and it batches more as load grows; only a pegged thread means it
+  fell behind. What it then drops in its socket buffers shows up as
+  unexplained loss in the conservation check (analysis), which also makes a
+  run untrusted; and
 - every link ran at its configured rate when it had work: over each
   telemetry interval in which a switch egress queue stayed backlogged, it
   must have sent at least (1 - `RATE_TOLERANCE`) x its capacity.
@@ -19,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CPU_BUSY_LIMIT = 0.90
-OVS_BUSY_LIMIT = 0.85
+OVS_BUSY_LIMIT = 0.97
 RATE_TOLERANCE = 0.05
 #: Fraction of 1-s samples allowed over the limits (start-up blips).
 BUSY_SAMPLE_ALLOWANCE = 0.10

@@ -44,9 +44,9 @@ def parse_qdiscs(text: str, now: float, devices: set[str] | None = None) -> dict
 def read_queues(netns: str | None = None, devices: set[str] | None = None) -> dict[str, QueueSample]:
     """One snapshot of every shaped queue in a namespace (root by default)."""
     argv = ["tc", *(["-n", netns] if netns else []), "-s", "-j", "qdisc", "show"]
-    now = time.time()
+    before = time.time()
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    return parse_qdiscs(out, now, devices)
+    return parse_qdiscs(out, (before + time.time()) / 2, devices)
 
 
 @dataclass

@@ -97,7 +97,7 @@ def test_defaults():
     experiment = from_dict(BASE)
     assert (experiment.seed, experiment.algorithm, experiment.stats_interval_ms) == (0, "ecmp", 200)
     assert (experiment.transport.kind, experiment.transport.window_packets,
-            experiment.transport.rto_ms, experiment.transport.ack_every) == ("roce", 32, 50, 8)
+            experiment.transport.rto_ms, experiment.transport.ack_every) == ("roce", 32, 200, 8)
     assert (experiment.telemetry_rate_hz, experiment.delay_sample_every) == (10, 1)
     assert (experiment.run_timeout_s, experiment.max_offered_fraction) == (120, None)
     job = experiment.jobs[0]
