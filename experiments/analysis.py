@@ -240,6 +240,7 @@ def conservation(run: Run) -> dict[str, Any]:
     sent = total["data_sent"] + total["acks_sent"] + total["control_sent"]
     received = total["data_received"] + total["acks_received"] + total["control_received"]
     dropped = (int(run.counters.get("qdisc_drops_switch", 0))
+               + int(run.counters.get("datapath_drops", 0))
                + int(run.counters.get("qdisc_drops_host", 0)) + total["socket_drops"])
     check = metrics.conservation(sent, received, dropped)
     return {"ok": check.ok, "sent": sent, "received": received, "dropped": dropped,
@@ -251,7 +252,8 @@ def run_loss(run: Run) -> dict[str, Any]:
     agents = _agents(run.counters)
     sent = sum(int(a.get("data_sent", 0)) for a in agents.values()) or \
         sum(m["packets"] for m in run.messages.values())
-    drops = int(run.counters.get("qdisc_drops_switch", 0))
+    drops = (int(run.counters.get("qdisc_drops_switch", 0))
+             + int(run.counters.get("datapath_drops", 0)))
     retransmits = sum(m["retransmits"] for m in run.messages.values())
     return {"data_packets_sent": sent, "switch_drops": drops,
             "host_drops": int(run.counters.get("qdisc_drops_host", 0)),

@@ -20,7 +20,7 @@ from typing import Callable
 
 from experiments.run_agents import AgentFleet
 from experiments.spec import Experiment
-from fabric import fidelity
+from fabric import fidelity, ovs
 from fabric.network import Network
 from fabric.port_map import PortInfo, port_infos
 from fabric.telemetry import PortSampler, read_queues
@@ -52,6 +52,7 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None)
         ports = port_infos(net)
         switch_ports = [p for p in ports if p.netns is None]
         host_before = _host_drops(net)
+        ovs_before = ovs.interface_drops(net.prefix)
         fleet = AgentFleet(net, experiment, out_dir)
         try:
             fleet.start()
@@ -66,11 +67,16 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None)
         finally:
             fleet.stop()
         host_drops = {k: v - host_before.get(k, 0) for k, v in _host_drops(net).items()}
+        datapath_drops = {k: v - ovs_before.get(k, 0)
+                          for k, v in ovs.interface_drops(net.prefix).items()
+                          if v > ovs_before.get(k, 0)}
         _write_ports(out_dir / "ports.csv", switch_ports, sampler)
         switch_drops = sum(s[-1].drops - s[0].drops for s in sampler.series.values() if s)
         _write_json(out_dir / "counters.json", {
             "agents": counters, "qdisc_drops_switch": switch_drops,
-            "qdisc_drops_host": sum(host_drops.values()), "host_drops_by_port": host_drops})
+            "qdisc_drops_host": sum(host_drops.values()), "host_drops_by_port": host_drops,
+            "datapath_drops": sum(datapath_drops.values()),
+            "datapath_drops_by_port": datapath_drops})
         _write_fidelity(out_dir, cpu, switch_ports, sampler)
     return out_dir
 
@@ -148,6 +154,12 @@ def _write_fidelity(out: Path, cpu: fidelity.CpuSampler, ports: list[PortInfo],
                 capacity[dev], first.backlog_bytes > 0 and second.backlog_bytes > 0))
     shortfalls = fidelity.rate_shortfalls(intervals)
     trusted, reasons = fidelity.verdict(cpu.machine_busy, cpu.ovs_busy, shortfalls)
+    send_buffer = ovs.send_buffer_bytes() if _datapath_is_userspace(ports) else None
+    peak = _peak_total_backlog(sampler)
+    if send_buffer is not None and peak > 0.8 * send_buffer:
+        trusted = False
+        reasons.append(f"OVS send buffer nearly exhausted: {peak} bytes queued at once, buffer "
+                       f"{send_buffer} (start OVS after raising net.core.wmem_default)")
     if sampler.achieved_rate_hz() < 0.8 * sampler.rate_hz:
         reasons.append(f"telemetry fell behind: {sampler.achieved_rate_hz():.1f} Hz of "
                        f"{sampler.rate_hz:g} Hz")
@@ -158,5 +170,19 @@ def _write_fidelity(out: Path, cpu: fidelity.CpuSampler, ports: list[PortInfo],
         "ovs_busy": [round(b, 3) for b in cpu.ovs_busy],
         "link_rate_errors": shortfalls,
         "telemetry_hz": round(sampler.achieved_rate_hz(), 2),
+        "ovs_send_buffer_bytes": send_buffer, "peak_total_backlog_bytes": peak,
     })
+
+
+def _datapath_is_userspace(ports: list[PortInfo]) -> bool:
+    return ovs.datapath_type() == "netdev" and bool(ports)
+
+
+def _peak_total_backlog(sampler: PortSampler) -> int:
+    """Largest sum of all switch queues' backlogs seen in one telemetry round."""
+    rounds: dict[int, int] = {}
+    for series in sampler.series.values():
+        for index, sample in enumerate(series):
+            rounds[index] = rounds.get(index, 0) + sample.backlog_bytes
+    return max(rounds.values(), default=0)
 

@@ -14,6 +14,14 @@ log = logging.getLogger(__name__)
 
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
 RUN_ID_KEY = "railcc-run"
+#: ovs-vswitchd sends on every port of the userspace datapath through ONE
+#: AF_PACKET socket, and every frame waiting in a shaped egress queue is
+#: charged to that socket's send buffer. With the default 208 KiB, a few full
+#: jumbo-frame queues exhaust it and OVS drops frames silently ("error sending
+#: Ethernet packet ... Resource temporarily unavailable"). The buffer size is
+#: fixed when the socket is made (net.core.wmem_default), so railcc raises the
+#: default before it starts OVS itself.
+SEND_BUFFER_BYTES = 16 * 2**20
 
 
 def daemon_running() -> bool:
@@ -31,6 +39,7 @@ def ensure_daemon() -> bool:
         return False
     if not os.path.exists(OVS_CTL):
         raise FabricError("Open vSwitch is not installed (run 'make setup')")
+    _raise_default_send_buffer()
     log.info("starting Open vSwitch (%s start)", OVS_CTL)
     # ovs-ctl prints a harmless ulimit error in containers; judge by the result.
     run([OVS_CTL, "start", "--system-id=random"], check=False, timeout=60)
@@ -39,6 +48,29 @@ def ensure_daemon() -> bool:
             return True
         time.sleep(0.1)
     raise FabricError("Open vSwitch did not start (see /var/log/openvswitch/)")
+
+
+def _raise_default_send_buffer() -> None:
+    path = "/proc/sys/net/core/wmem_default"
+    with open(path) as handle:
+        current = int(handle.read())
+    if current < SEND_BUFFER_BYTES:
+        log.warning("raising net.core.wmem_default %d -> %d for OVS's send socket",
+                    current, SEND_BUFFER_BYTES)
+        with open(path, "w") as handle:
+            handle.write(str(SEND_BUFFER_BYTES))
+
+
+def send_buffer_bytes() -> int | None:
+    """Send buffer of ovs-vswitchd's AF_PACKET send socket (None until it has sent a frame)."""
+    out = run(["ss", "-0", "-m", "-p", "-n"], check=False)
+    sizes = []
+    for line in out.splitlines():
+        if '"ovs-vswitchd"' in line and "tb" in line:
+            for part in line.split("skmem:(", 1)[-1].rstrip(")").split(","):
+                if part.startswith("tb"):
+                    sizes.append(int(part[2:]))
+    return max(sizes) if sizes else None
 
 
 def kernel_datapath_available() -> bool:
@@ -102,3 +134,21 @@ def delete_bridges(names: Iterable[str]) -> None:
         args += ["--", "--if-exists", "del-br", name]
     if len(args) > 2:
         run(args, timeout=120)
+
+
+def interface_drops(prefix: str) -> dict[str, int]:
+    """OVS's own drop counters (rx_dropped + tx_dropped) of a run's interfaces, by name.
+
+    These are packets the switch lost outside the shaped queues, e.g. when a
+    port's socket could not take more; they are switch drops all the same.
+    """
+    import json
+    out = run(["ovs-vsctl", "--timeout=10", "--format=json", "--columns=name,statistics",
+               "list", "interface"])
+    drops = {}
+    for name, stats in json.loads(out)["data"]:
+        if not name.startswith(prefix + "-"):
+            continue
+        values = dict(stats[1]) if isinstance(stats, list) and stats[0] == "map" else {}
+        drops[name] = int(values.get("rx_dropped", 0)) + int(values.get("tx_dropped", 0))
+    return drops
