@@ -31,8 +31,13 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
-def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None) -> Path:
-    """Run the experiment on a fresh fabric; returns the run folder (analysis not included)."""
+def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
+        after_start: Callable[[Network], None] | None = None) -> Path:
+    """Run the experiment on a fresh fabric; returns the run folder (analysis not included).
+
+    ``after_start`` is called with the live network before traffic starts
+    (tests use it to reshape a link or shrink a buffer).
+    """
     progress = progress or (lambda message: log.info("%s", message))
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -49,6 +54,8 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None)
     _write_manifest(experiment, topology, net, out_dir)
     _write_json(out_dir / "transfers.json", records)
     with net:
+        if after_start:
+            after_start(net)
         ports = port_infos(net)
         switch_ports = [p for p in ports if p.netns is None]
         host_before = _host_drops(net)

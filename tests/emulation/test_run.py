@@ -1,0 +1,148 @@
+"""Whole experiment runs on rail-2tier-small: collectives complete, loss and slow links
+behave as they would on a real fabric, fidelity is judged, failures clean up."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from experiments.analysis import analyze
+from experiments.runner import run
+from experiments.spec import from_dict, load_spec
+from fabric.cleanup import list_netns, netns_pids
+from fabric.names import prefix_of_netns
+from fabric.shaping import Shape, tc_lines
+from fabric.sh import batch
+from tests.emulation.conftest import SESSION_PREFIXES, railcc_leftovers
+
+pytestmark = pytest.mark.emulation
+SPECS = Path(__file__).resolve().parents[2] / "experiments" / "specs"
+RAILCC = str(Path(sys.executable).with_name("railcc"))
+
+
+def spec_with(name: str, **tables) -> dict:
+    """A shipped spec as a dict, with some tables replaced or merged."""
+    data = tomllib.loads((SPECS / f"{name}.toml").read_text())
+    for table, value in tables.items():
+        if isinstance(value, dict) and isinstance(data.get(table), dict):
+            data[table] = {**data[table], **value}
+        else:
+            data[table] = value
+    return data
+
+
+def run_spec(data: dict, out: Path, after_start=None) -> dict:
+    """Run a spec dict and return its summary (the run's prefix is recorded for leak checks)."""
+    experiment = from_dict(data, "test")
+
+    def hook(net):
+        SESSION_PREFIXES.add(net.prefix)
+        if after_start:
+            after_start(net)
+
+    run(experiment, out, after_start=hook)
+    return analyze(out)
+
+
+def delivered_everything(out: Path) -> None:
+    """Every scheduled message arrived whole."""
+    import csv
+    import json
+    transfers = {t["id"]: t for t in json.loads((out / "transfers.json").read_text())}
+    with (out / "deliveries.csv").open() as handle:
+        got = {int(row["id"]): int(row["bytes"]) for row in csv.DictReader(handle)}
+    assert got == {tid: t["size"] for tid, t in transfers.items()}
+
+
+@pytest.mark.parametrize("name", ["allreduce", "all2all", "sendrecv"])
+def test_shipped_collectives_complete_trusted_and_conserved(name, tmp_path):
+    summary = run_spec(tomllib.loads((SPECS / f"{name}.toml").read_text()), tmp_path)
+    delivered_everything(tmp_path)
+    assert summary["conservation"]["ok"], summary["conservation"]
+    assert summary["trusted"], summary["fidelity"]
+    assert all(row["busbw_Mbps"] > 0 for row in summary["rows"])
+
+
+def test_tiny_buffer_drops_then_go_back_n_recovers(tmp_path):
+    data = spec_with("all2all", topology={"preset": "rail-2tier-small", "buffer_bytes": 20000},
+                     jobs=[{"name": "moe", "collective": "all2all", "servers": 8,
+                            "sizes": ["2MB"], "pxn": False}])
+    summary = run_spec(data, tmp_path)
+    delivered_everything(tmp_path)
+    assert summary["loss"]["switch_drops"] > 0
+    assert summary["loss"]["retransmits"] > 0
+    assert summary["conservation"]["ok"], summary["conservation"]
+
+
+def test_allreduce_busbw_follows_the_slowest_link(tmp_path):
+    slow_mbps = 5.0
+    data = spec_with("allreduce", transport={"kind": "roce", "window_packets": 8},
+                     jobs=[{"name": "ring", "collective": "allreduce", "servers": 8,
+                            "rails": [0], "sizes": ["2MB"], "iterations": 1}])
+
+    def slow_down(net):
+        nic = net.topology.nics_of("h1")[0]
+        mtu = net.topology.spec.mtu
+        buffer = net.topology.spec.buffer_bytes
+        for intf, netns in ((nic.intf, net.netns("h1")),
+                            (net.switch_intf(nic.tor, nic.tor_port), None)):
+            batch("tc", tc_lines(Shape(intf, netns, slow_mbps, buffer, mtu)), netns=netns)
+
+    summary = run_spec(data, tmp_path, after_start=slow_down)
+    delivered_everything(tmp_path)
+    busbw = summary["rows"][0]["busbw_Mbps"]
+    assert abs(busbw - slow_mbps) <= 0.10 * slow_mbps, busbw
+
+
+def test_offered_load_beyond_the_machine_is_untrusted(tmp_path):
+    data = spec_with("all2all", topology={"preset": "rail-2tier-small", "nic_mbps": 1000,
+                                          "buffer_bytes": 400000},
+                     jobs=[{"name": "flood", "collective": "all2all", "servers": 8,
+                            "sizes": ["24MB"]}])
+    summary = run_spec(data, tmp_path)
+    assert summary["trusted"] is False
+    assert summary["fidelity"]["reasons"]
+
+
+def test_bad_spec_is_one_line_and_starts_nothing(tmp_path):
+    bad = tmp_path / "bad.toml"
+    text = (SPECS / "allreduce.toml").read_text().replace('sizes = ["1MB", "4MB"]',
+                                                          'sizes = ["1MB", 0]')
+    bad.write_text(text)
+    before = set(list_netns())
+    result = subprocess.run([RAILCC, "run", str(bad), "-o", str(tmp_path / "out")],
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "railcc: error: jobs[0].sizes[1]: must be > 0, got 0"
+    assert set(list_netns()) == before
+
+
+def test_agent_dying_mid_run_fails_clearly_and_cleans_up(tmp_path):
+    spec = SPECS / "allreduce.toml"
+    load_spec(spec)
+    before = set(list_netns())
+    proc = subprocess.Popen([RAILCC, "run", str(spec), "-o", str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim, prefix = None, None
+    deadline = time.monotonic() + 60
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        for ns in set(list_netns()) - before:
+            if ns.endswith("-h3"):
+                prefix = prefix_of_netns(ns)
+                agents = [pid for pid in netns_pids(ns)
+                          if b"fabric.agent" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+                if agents and (tmp_path / "out" / "agents" / "h3.sock").exists():
+                    victim = agents[0]
+        time.sleep(0.1)
+    assert victim, "the agent of h3 never started"
+    SESSION_PREFIXES.add(prefix)
+    os.kill(victim, signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "agent h3 died" in err
+    assert railcc_leftovers({prefix}) == {"netns": [], "bridges": [], "states": []}
