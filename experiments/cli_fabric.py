@@ -127,14 +127,14 @@ def controller(ctx: typer.Context) -> None:
 
 
 @app.command()
-def demo(name: str = typer.Argument(DEFAULT_PRESET, help="preset or topology file"),
-         output: Optional[Path] = typer.Option(None, "-o", "--output", help="results folder"),
-         seconds: float = typer.Option(3.0, help="seconds per calibration measurement")) -> None:
-    """Bring up the default fabric, prove all-pairs reachability, calibrate, tear down."""
+def check(name: str = typer.Argument(DEFAULT_PRESET, help="preset or topology file"),
+          output: Optional[Path] = typer.Option(None, "-o", "--output", help="results folder"),
+          seconds: float = typer.Option(3.0, help="seconds per calibration measurement")) -> None:
+    """Bring up a fabric, prove all-pairs reachability, calibrate, tear down."""
     from fabric.reachability import all_pairs_ping
     topology = build(resolve(name))
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = (output or Path("runs") / f"demo-{stamp}").resolve()
+    run_dir = (output or Path("runs") / f"check-{stamp}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     with live_fabric(topology, "ecmp", run_dir) as net:
         with err_console.status("all-pairs ping ..."):
@@ -145,8 +145,8 @@ def demo(name: str = typer.Argument(DEFAULT_PRESET, help="preset or topology fil
         with err_console.status("calibrating ..."):
             report = run_calibration(net, seconds)
     report["reachability"] = {"sent": pings.sent, "failures": pings.failures}
-    (run_dir / "demo.json").write_text(json.dumps(report, indent=1))
+    (run_dir / "check.json").write_text(json.dumps(report, indent=1))
     console.print(_calibration_table(report, f"calibration of {topology.name}"))
-    console.print(f"results: {run_dir / 'demo.json'}", highlight=False)
+    console.print(f"results: {run_dir / 'check.json'}", highlight=False)
     if pings.failures or not report["ok"]:
         sys.exit(1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -20,8 +19,6 @@ def _default_out(name: str) -> Path:
 
 def run_and_report(spec_path: Path, output: Optional[Path], as_json: bool) -> dict:
     """Validate, run, analyse, report; returns the summary."""
-    from experiments.analysis import analyze
-    from experiments.report import results_table, write_report
     from experiments.runner import run
     from experiments.spec import load_spec
     from fabric.network import require_root
@@ -34,20 +31,33 @@ def run_and_report(spec_path: Path, output: Optional[Path], as_json: bool) -> di
     with err_console.status(f"{experiment.name}: starting ...") as status:
         run(experiment, out_dir, progress=lambda m: status.update(f"{experiment.name}: {m}"))
         status.update("analysing ...")
-        summary = analyze(out_dir)
-        report = write_report(out_dir)
+        summary, report = _analyse(out_dir)
+    _show(summary, report, as_json)
+    return summary
+
+
+def _analyse(run_dir: Path) -> tuple[dict, Path]:
+    from experiments.analysis import analyze
+    from experiments.report import write_report
+    summary = analyze(run_dir)
+    return summary, write_report(run_dir)
+
+
+def _show(summary: dict, report: Path, as_json: bool) -> None:
+    """The summary as JSON, or the table, the trust verdict and where the report is."""
+    from experiments.report import results_table
     if as_json:
         print(json.dumps(summary, indent=1, default=str))
+        return
+    console.print(results_table(summary))
+    fidelity = summary.get("fidelity", {})
+    if fidelity.get("trusted"):
+        console.print("[green]trusted[/green]: the emulator kept up (CPU, link rates, "
+                      "conservation)")
     else:
-        console.print(results_table(summary))
-        trusted = summary.get("fidelity", {}).get("trusted")
-        if trusted:
-            console.print("[green]trusted[/green]: the emulator kept up (CPU and link rates)")
-        else:
-            reasons = "; ".join(summary.get("fidelity", {}).get("reasons", [])) or "unknown"
-            console.print(f"[red]NOT trusted[/red]: {reasons}", highlight=False)
-        console.print(f"run folder: {out_dir}\nreport: {report}", highlight=False)
-    return summary
+        reasons = "; ".join(fidelity.get("reasons", [])) or "unknown"
+        console.print(f"[red]NOT trusted[/red]: {reasons}", highlight=False)
+    console.print(f"run folder: {report.parent}\nreport: {report}", highlight=False)
 
 
 @app.command("run")
@@ -63,15 +73,16 @@ def run_command(spec: Path = typer.Argument(..., help="experiment spec (TOML)"),
 def report_command(run_dir: Path = typer.Argument(..., help="run folder"),
                    as_json: bool = typer.Option(False, "--json", help="summary as JSON")) -> None:
     """(Re)build summary.json and the report of a run folder from its files (no root)."""
-    from experiments.analysis import analyze
-    from experiments.report import results_table, write_report
     if not (run_dir / "manifest.json").is_file():
         raise UserError(f"{run_dir}: not a run folder (no manifest.json)")
-    summary = analyze(run_dir)
-    report = write_report(run_dir)
-    if as_json:
-        print(json.dumps(summary, indent=1, default=str))
-    else:
-        console.print(results_table(summary))
-        console.print(f"report: {report}", highlight=False)
-    sys.exit(0)
+    summary, report = _analyse(run_dir)
+    _show(summary, report, as_json)
+
+
+DEMO_SPEC = Path(__file__).with_name("specs") / "allreduce.toml"
+
+
+@app.command()
+def demo(output: Optional[Path] = typer.Option(None, "-o", "--output", help="run folder")) -> None:
+    """The main job: the shipped AllReduce experiment on the default fabric, table + report."""
+    run_and_report(DEMO_SPEC, output or _default_out("demo"), as_json=False)

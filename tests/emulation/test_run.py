@@ -100,10 +100,13 @@ def test_allreduce_busbw_follows_the_slowest_link(tmp_path):
 
 
 def test_offered_load_beyond_the_machine_is_untrusted(tmp_path):
-    data = spec_with("all2all", topology={"preset": "rail-2tier-small", "nic_mbps": 1000,
+    # 32 NICs at 200 Mb/s of jumbo frames: ~90 k packets/s for 2 cores to make,
+    # forward and receive in Python agents and one OVS thread: it cannot keep up.
+    data = spec_with("all2all", topology={"preset": "rail-2tier-small", "nic_mbps": 200,
                                           "buffer_bytes": 400000},
                      jobs=[{"name": "flood", "collective": "all2all", "servers": 8,
-                            "sizes": ["24MB"]}])
+                            "sizes": ["8MB"]}],
+                     limits={"run_timeout_s": 120})
     summary = run_spec(data, tmp_path)
     assert summary["trusted"] is False
     assert summary["fidelity"]["reasons"]
