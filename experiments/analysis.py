@@ -272,10 +272,29 @@ def fidelity(run: Run) -> dict[str, Any]:
     return {"trusted": trusted, "reasons": reasons}
 
 
+#: Processing allowance on top of the modelled queues (Python NICs, OVS hops).
+DELAY_SLACK_MS = 20.0
+
+
+def max_queueing_ms(topology: Topology) -> float:
+    """The longest one-way delay the modelled queues allow: every egress queue on the
+    longest path (NIC, then up and down the tiers) full, plus DELAY_SLACK_MS."""
+    spec = topology.spec
+    queues = 2 * spec.tiers  # NIC, (tiers - 1) switches up, tiers switches down
+    slowest = min(spec.nic_mbps, spec.fabric_mbps)
+    return queues * spec.buffer_bytes * 8 / (slowest * 1e3) + DELAY_SLACK_MS
+
+
 def analyze(run_dir: Path | str) -> dict[str, Any]:
     """Compute every metric of a run folder and write its summary.json."""
     run = load_run(run_dir)
     verdict = fidelity(run)
+    delay = _tail_ms([d["delay_ns"] / 1e6 for d in run.delays])
+    bound = max_queueing_ms(run.topology)
+    if delay and delay["p99"] > bound:
+        verdict = {"trusted": False, "reasons": verdict["reasons"] + [
+            f"one-way delay p99 {delay['p99']:.1f} ms exceeds the {bound:.1f} ms the modelled "
+            "queues can hold: the emulator itself (NIC agents or datapath) queued packets"]}
     balance = conservation(run)
     if not balance.get("ok", False):
         # Packets that vanished unaccounted (e.g. a datapath that could not keep
@@ -290,7 +309,7 @@ def analyze(run_dir: Path | str) -> dict[str, Any]:
                 "nic_mbps": run.topology.spec.nic_mbps},
         "trusted": verdict["trusted"], "fidelity": verdict,
         "rows": job_rows(run), "loss": run_loss(run),
-        "delay_ms": _tail_ms([d["delay_ns"] / 1e6 for d in run.delays]),
+        "delay_ms": delay,
         "completion_ms": _tail_ms(completions),
         "utilization": utilization(run), "queues": queues(run),
         "conservation": balance}

@@ -65,13 +65,14 @@ def _sigterm_to_exit(signum: int, _frame: object) -> None:
 def main() -> None:
     """Entry point of the `railcc` console script."""
     from experiments import cli_fabric, cli_run  # noqa: F401  (register their commands)
+    from experiments.spec import SpecError
     from fabric.sh import FabricError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _sigterm_to_exit)
     try:
         app(standalone_mode=False)
-    except (TopologyError, UserError) as exc:
+    except (TopologyError, SpecError, UserError) as exc:
         err_console.print(f"railcc: error: {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except FabricError as exc:
@@ -80,13 +81,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("railcc: interrupted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # usage errors of the CLI library (click, vendored or not)
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
+        if type(exc).__name__ in ("Exit", "Abort"):
+            sys.exit(getattr(exc, "exit_code", 130))
         raise

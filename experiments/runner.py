@@ -60,6 +60,7 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
         switch_ports = [p for p in ports if p.netns is None]
         host_before = _host_drops(net)
         ovs_before = ovs.interface_drops(net.prefix)
+        sockets_before = ovs.socket_drops()
         fleet = AgentFleet(net, experiment, out_dir)
         try:
             fleet.start()
@@ -70,10 +71,13 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
                     progress(f"round {number}/{len(rounds)}: {_human(size)} iteration "
                              f"{iteration + 1}, {len(rows)} messages")
                     fleet.run_round(rows, timeout_s=experiment.run_timeout_s)
-            counters = fleet.finish()
+                # Inside the samplers: late duplicate ACKs dropped while the agents
+                # quiesce must still be counted.
+                counters = fleet.finish()
         finally:
             fleet.stop()
         host_drops = {k: v - host_before.get(k, 0) for k, v in _host_drops(net).items()}
+        socket_drops = ovs.socket_drops() - sockets_before
         datapath_drops = {k: v - ovs_before.get(k, 0)
                           for k, v in ovs.interface_drops(net.prefix).items()
                           if v > ovs_before.get(k, 0)}
@@ -82,7 +86,8 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
         _write_json(out_dir / "counters.json", {
             "agents": counters, "qdisc_drops_switch": switch_drops,
             "qdisc_drops_host": sum(host_drops.values()), "host_drops_by_port": host_drops,
-            "datapath_drops": sum(datapath_drops.values()),
+            "datapath_drops": sum(datapath_drops.values()) + socket_drops,
+            "ovs_socket_drops": socket_drops,
             "datapath_drops_by_port": datapath_drops})
         _write_fidelity(out_dir, cpu, switch_ports, sampler)
     return out_dir

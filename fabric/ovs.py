@@ -35,6 +35,7 @@ def daemon_running() -> bool:
 
 def ensure_daemon() -> bool:
     """Start OVS when none is running (never touch a running one); True if we started it."""
+    _raise_default_receive_buffer()
     if daemon_running():
         return False
     if not os.path.exists(OVS_CTL):
@@ -61,15 +62,39 @@ def _raise_default_send_buffer() -> None:
             handle.write(str(SEND_BUFFER_BYTES))
 
 
+def _raise_default_receive_buffer() -> None:
+    """OVS reads each port through its own AF_PACKET socket, made when the port is added;
+    with the default 208 KiB (23 jumbo frames) a busy datapath overflows it in bursts."""
+    path = "/proc/sys/net/core/rmem_default"
+    with open(path) as handle:
+        current = int(handle.read())
+    if current < SEND_BUFFER_BYTES:
+        log.info("raising net.core.rmem_default %d -> %d for OVS's port sockets",
+                 current, SEND_BUFFER_BYTES)
+        with open(path, "w") as handle:
+            handle.write(str(SEND_BUFFER_BYTES))
+
+
+def _ovs_socket_memory() -> list[dict[str, int]]:
+    """skmem fields of every AF_PACKET socket of ovs-vswitchd (ss -0 -m)."""
+    out = run(["ss", "-0", "-m", "-p", "-n"], check=False)
+    sockets = []
+    for line in out.splitlines():
+        if '"ovs-vswitchd"' in line and "skmem:(" in line:
+            fields = line.split("skmem:(", 1)[1].split(")", 1)[0].split(",")
+            sockets.append({f.rstrip("0123456789"): int(f[len(f.rstrip("0123456789")):] or 0)
+                            for f in fields})
+    return sockets
+
+
+def socket_drops() -> int:
+    """Frames the kernel dropped because ovs-vswitchd's port sockets were full."""
+    return sum(sock.get("d", 0) for sock in _ovs_socket_memory())
+
+
 def send_buffer_bytes() -> int | None:
     """Send buffer of ovs-vswitchd's AF_PACKET send socket (None until it has sent a frame)."""
-    out = run(["ss", "-0", "-m", "-p", "-n"], check=False)
-    sizes = []
-    for line in out.splitlines():
-        if '"ovs-vswitchd"' in line and "tb" in line:
-            for part in line.split("skmem:(", 1)[-1].rstrip(")").split(","):
-                if part.startswith("tb"):
-                    sizes.append(int(part[2:]))
+    sizes = [sock["tb"] for sock in _ovs_socket_memory() if "tb" in sock]
     return max(sizes) if sizes else None
 
 

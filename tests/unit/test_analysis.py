@@ -170,3 +170,11 @@ def test_undelivered_message_leaves_iteration_without_cct(tmp_path):
     [row] = analyze(folder)["rows"]
     assert row["incomplete"] == 1 and row["cct_ms"] == pytest.approx([8.0])
     assert row["time_ms"] == pytest.approx(8.0)
+
+
+def test_delay_bound_counts_every_queue_of_the_longest_path():
+    from experiments.analysis import DELAY_SLACK_MS, max_queueing_ms
+    from topologies import load
+    small = load("rail-2tier-small")  # 4 queues of 90 kB at 10 Mb/s = 72 ms each
+    assert max_queueing_ms(small) == pytest.approx(4 * 72.0 + DELAY_SLACK_MS)
+    assert max_queueing_ms(load("rail-3tier")) == pytest.approx(6 * 72.0 + DELAY_SLACK_MS)
