@@ -3,7 +3,8 @@
     python -m fabric.agent --server h1 --socket DIR/agents/h1.sock --log DIR/agents/h1.log
 
 A single-threaded event loop (selectors) over the Unix control socket (JSON
-lines, docs/run-folder.md) and one UDP socket per NIC; between events it lets
+lines, docs/run-folder.md) and one UDP socket per NIC (or, with ``transport:
+"tcp"``, the TCP sockets of fabric/agent_tcp.py); between events it lets
 ``AgentCore.pump`` transmit what pacing allows and sleeps exactly until the
 next token / timer deadline. Bad requests get ``{"ok": false, "error": ...}``;
 an unexpected exception is logged with its traceback and the agent exits 1.
@@ -26,6 +27,7 @@ from types import FrameType
 
 from fabric import agent_control as control
 from fabric.agent_core import AgentCore
+from fabric.agent_tcp import TcpCore
 from fabric.agent_udp import UdpTransport
 
 log = logging.getLogger("fabric.agent")
@@ -55,8 +57,8 @@ class Agent:
         # select(2) takes a microsecond timeout (epoll rounds up to whole ms, which would
         # cost pacing accuracy at 1-2 ms per frame); a dozen descriptors is nothing for it.
         self.selector = selectors.SelectSelector()
-        self.core: AgentCore | None = None
-        self.transport: UdpTransport | None = None
+        self.core: AgentCore | TcpCore | None = None
+        self.transport: UdpTransport | TcpCore | None = None
         self.listener: socket.socket | None = None
         self.buffers: dict[socket.socket, bytearray] = {}
         self.running = True
@@ -139,9 +141,8 @@ class Agent:
         config = control.parse_configure(obj)
         if self.core is not None:
             raise control.RequestError("configure: already configured")
-        if config.transport != "roce":
-            raise control.RequestError(f"configure.transport: {config.transport!r} is not "
-                                       f"implemented by this agent yet (use 'roce')")
+        if config.transport == "tcp":
+            return self._configure_tcp(config)
         try:
             transport = UdpTransport([nic.ip for nic in config.nics])
         except OSError as error:
@@ -152,6 +153,18 @@ class Agent:
         for ip, sock in transport.receivers.items():
             self.selector.register(sock, selectors.EVENT_READ, self._udp_reader(ip))
         log.info("configured: %s", config)
+        return {}
+
+    def _configure_tcp(self, config: control.AgentConfig) -> dict:
+        """``transport: "tcp"``: kernel TCP between ranks (fabric/agent_tcp.py)."""
+        core = TcpCore(self.server, config, self.selector, SystemClock())
+        try:
+            core.listen()
+        except OSError as error:
+            raise control.RequestError(f"configure.nics: cannot open TCP sockets: {error}") \
+                from None
+        self.core = self.transport = core
+        log.info("configured (tcp): %s", config)
         return {}
 
     def _op_load(self, obj: dict) -> dict:
@@ -182,7 +195,10 @@ class Agent:
             raise control.RequestError(f"finish: cannot write records: {error}") from None
         counters = core.counters()
         log.info("finished: %s", counters)
-        return {"counters": counters, "files": [str(path) for path in paths]}
+        reply = {"counters": counters, "files": [str(path) for path in paths]}
+        if core.config.transport == "tcp":
+            reply["transport"] = "tcp"  # counters stay 0: the kernel retransmits
+        return reply
 
     def _op_quit(self, obj: dict) -> dict:
         control.parse_empty(obj, "quit")
