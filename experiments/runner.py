@@ -133,11 +133,20 @@ def _railcc_version() -> str:
 
 
 def _host_drops(net: Network) -> dict[str, int]:
-    """Cumulative drops of every server NIC egress queue, by 'server:intf'."""
-    drops = {}
+    """Cumulative drops at every server NIC, by 'server:intf': its egress queue plus what
+    the interface itself dropped (kernel rx/tx dropped counters)."""
+    drops: dict[str, int] = {}
     for server in net.topology.servers():
-        for dev, sample in read_queues(net.netns(server.name)).items():
+        netns = net.netns(server.name)
+        for dev, sample in read_queues(netns).items():
             drops[f"{server.name}:{dev}"] = sample.drops
+        links = json.loads(subprocess.run(["ip", "-n", netns, "-s", "-j", "link", "show"],
+                                          capture_output=True, text=True, check=True).stdout)
+        for link in links:
+            stats = link.get("stats64", {})
+            key = f"{server.name}:{link['ifname']}"
+            drops[key] = (drops.get(key, 0) + stats.get("rx", {}).get("dropped", 0)
+                          + stats.get("tx", {}).get("dropped", 0))
     return drops
 
 
