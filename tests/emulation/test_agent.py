@@ -147,9 +147,10 @@ def test_capture_decodes_as_rocev2_with_increasing_psns(net, tmp_path):
         dump.wait(timeout=10)
     data = [p for p in rdpcap(str(pcap)) if p.haslayer(BTH) and p[UDP].dport == 4791
             and p[BTH].opcode in (0, 1, 2, 4)]
-    assert len(data) == 23, (tmp_path / "tcpdump.err").read_text()  # ceil(200000 / 8932)
+    assert len(data) >= 23, (tmp_path / "tcpdump.err").read_text()  # ceil(200000 / 8932)
     psns = [p[BTH].psn for p in data]
-    assert psns == sorted(psns) and psns[0] == 0 and len(set(psns)) == len(psns)
+    # First transmissions in PSN order 0..22; a busy machine may add go-back-N resends.
+    assert list(dict.fromkeys(psns)) == list(range(23)), psns
     assert len({p[BTH].dqpn for p in data}) == 1
     assert {p[UDP].sport for p in data} and all(p[UDP].sport >= 49152 for p in data)
 
