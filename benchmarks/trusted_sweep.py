@@ -34,7 +34,7 @@ def all2all_spec(fabric: str, mbps: float, seconds: float) -> dict:
     # Per rank (n-1)/n x S leaves over `rails` NICs of `mbps` each.
     size = int(seconds * spec.rails * mbps * 1e6 / 8 * ranks / (ranks - 1))
     return {
-        "experiment": {"name": f"sweep-{fabric}-{mbps:g}", "seed": 1},
+        "experiment": {"name": f"sweep-{fabric}-{mbps:g}".replace(".", "_"), "seed": 1},
         "topology": {"preset": fabric, "nic_mbps": mbps},
         "jobs": [{"name": "a2a", "collective": "all2all", "servers": ranks,
                   "sizes": [size], "pxn": True}],
