@@ -35,6 +35,8 @@ class EcmpAlgorithm(BaseAlgorithm):
     """Equal-cost multipath over select groups; ignores load."""
 
     name = "ecmp"
+    #: ECMP ignores load, so the shim does not poll port counters for it.
+    uses_port_stats = False
 
     def __init__(self, topology: Topology) -> None:
         super().__init__(topology)

@@ -112,7 +112,9 @@ class RailccController(app_manager.OSKenApp):
     def start(self) -> Any:
         """Start the event loop and, if enabled, the port-stats poller."""
         thread = super().start()
-        if self.config.stats_interval > 0:
+        # Algorithms that ignore load (ecmp) are not sent port counters: polling
+        # 12+ switches at 5 Hz costs CPU the emulation needs.
+        if self.config.stats_interval > 0 and getattr(self.algorithm, "uses_port_stats", True):
             self.threads.append(hub.spawn(self._poll_stats))
         return thread
 

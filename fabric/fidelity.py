@@ -2,7 +2,8 @@
 
 A run is *trusted* only when
 - the machine was not CPU-bound: total CPU busy stayed under
-  `CPU_BUSY_LIMIT` and the OVS forwarding thread (PLATFORM.md: the whole
+  `CPU_BUSY_LIMIT` (saturation is 100 %; the direct checks below catch a
+  machine that fell behind, so a second at 92 % is no verdict by itself) and the OVS forwarding thread (PLATFORM.md: the whole
   userspace datapath runs on about one core) under `OVS_BUSY_LIMIT` of a core,
   in all but a few per-second samples. The userspace datapath's cost is per
   wake-up (it polls every port each time), so 80-90 % of a core at light load
@@ -23,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CPU_BUSY_LIMIT = 0.90
+CPU_BUSY_LIMIT = 0.95
 OVS_BUSY_LIMIT = 0.97
 RATE_TOLERANCE = 0.05
 #: Fraction of 1-s samples allowed over the limits (start-up blips).

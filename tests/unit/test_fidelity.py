@@ -28,9 +28,10 @@ def test_stretches_break_where_the_queue_drained():
 
 
 def test_cpu_bound_machine_is_untrusted_beyond_the_allowance():
-    assert verdict([0.95] + [0.5] * 19, [0.1] * 20, [])[0]       # one blip allowed
+    assert verdict([0.97] + [0.5] * 19, [0.1] * 20, [])[0]       # one blip allowed
+    assert verdict([0.93] * 20, [0.1] * 20, [])[0]               # busy is not saturated
     trusted, reasons = verdict([0.97] * 10 + [0.5] * 10, [0.1] * 20, [])
-    assert not trusted and reasons[0].startswith("CPU-bound: machine over 90% busy in 10 of 20")
+    assert not trusted and reasons[0].startswith("CPU-bound: machine over 95% busy in 10 of 20")
 
 
 def test_saturated_datapath_thread_is_untrusted():
