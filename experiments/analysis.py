@@ -276,6 +276,19 @@ def fidelity(run: Run) -> dict[str, Any]:
 DELAY_SLACK_MS = 20.0
 
 
+#: Share of line-rate credit the NICs may lose to late wake-ups before a run is untrusted.
+NIC_LATENESS_LIMIT = 0.05
+
+
+def nic_lateness(run: Run) -> float:
+    """Line-rate credit lost by NICs that woke up late with packets waiting, as a share of
+    what they sent plus what they lost (0 when the agents did not report it)."""
+    agents = _agents(run.counters)
+    sent = sum(int(a.get("wire_bytes_sent", 0)) for a in agents.values())
+    late = sum(int(a.get("late_bytes", 0)) for a in agents.values())
+    return late / (sent + late) if sent + late else 0.0
+
+
 def max_queueing_ms(topology: Topology) -> float:
     """The longest one-way delay the modelled queues allow: every egress queue on the
     longest path (NIC, then up and down the tiers) full, plus DELAY_SLACK_MS."""
@@ -295,6 +308,11 @@ def analyze(run_dir: Path | str) -> dict[str, Any]:
         verdict = {"trusted": False, "reasons": verdict["reasons"] + [
             f"one-way delay p99 {delay['p99']:.1f} ms exceeds the {bound:.1f} ms the modelled "
             "queues can hold: the emulator itself (NIC agents or datapath) queued packets"]}
+    late = nic_lateness(run)
+    if late > NIC_LATENESS_LIMIT:
+        verdict = {"trusted": False, "reasons": verdict["reasons"] + [
+            f"NIC agents fell behind their line rate: {100 * late:.0f} % of their sending "
+            "credit was lost to late wake-ups (CPU-bound NICs)"]}
     balance = conservation(run)
     if not balance.get("ok", False):
         # Packets that vanished unaccounted (e.g. a datapath that could not keep

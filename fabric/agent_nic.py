@@ -59,6 +59,7 @@ class NicPort:
         self.transport = transport
         self.clock = clock
         self.count = count
+        self.waiting_on_line = False
         self.qps: list[SendQP] = []
         self.rr = 0
         self.acks: deque[tuple[int, str, bytes]] = deque()
@@ -84,6 +85,10 @@ class NicPort:
             self.acks.popleft()
             self.bucket.consume(ACK_WIRE_BYTES)
             self.count["acks_sent"] += 1
+        overflow = self.bucket.refill(now)
+        if self.waiting_on_line:  # we slept until line-rate credit was due: any excess is lateness
+            self.count["late_bytes"] += int(overflow)
+        self.waiting_on_line = False
         if self.blocked_until > now:
             return self.blocked_until
         qps, now_s = self.qps, now / 1e9
@@ -104,6 +109,7 @@ class NicPort:
                 return wait
             ready = self.bucket.ready_at(size, now)
             if ready > now:
+                self.waiting_on_line = True
                 return ready
             payload, index, share, again = chosen.take(now_s, self.clock.wall_ns())
             if not send(self.ip, chosen.src_port, chosen.remote_ip, payload):
@@ -115,6 +121,7 @@ class NicPort:
             self.bucket.consume(size)
             chosen.bucket.consume(size)
             self.count["data_sent"] += 1
+            self.count["wire_bytes_sent"] += size
             message = share.message
             message.packets += 1
             if again:

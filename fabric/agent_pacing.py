@@ -50,11 +50,16 @@ class TokenBucket:
         """The bucket's fill rate in Mb/s."""
         return self.rate * 8000.0
 
-    def refill(self, now_ns: int) -> None:
-        """Add the tokens earned since the last refill (capped at the burst)."""
+    def refill(self, now_ns: int) -> float:
+        """Add the tokens earned since the last refill (capped at the burst); returns the
+        tokens the cap threw away."""
+        overflow = 0.0
         if now_ns > self.last:
-            self.tokens = min(self.burst, self.tokens + (now_ns - self.last) * self.rate)
+            earned = self.tokens + (now_ns - self.last) * self.rate
+            overflow = max(0.0, earned - self.burst)
+            self.tokens = min(self.burst, earned)
             self.last = now_ns
+        return overflow
 
     def ready_at(self, size: int, now_ns: int) -> int:
         """Earliest time (>= now) at which ``size`` bytes may be sent."""

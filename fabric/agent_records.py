@@ -19,7 +19,10 @@ MESSAGE_COLUMNS = ("id", "src", "src_rail", "dst_ip", "size", "qps", "start_ns",
 DELIVERY_COLUMNS = ("id", "dst", "dst_rail", "bytes", "first_ns", "last_ns")
 DELAY_COLUMNS = ("recv_ns", "src_ip", "dst_ip", "rail", "delay_ns")
 COUNTER_NAMES = ("data_sent", "data_received", "acks_sent", "acks_received", "control_sent",
-                 "control_received", "cnps_received", "socket_drops")
+                 "control_received", "cnps_received", "socket_drops",
+                 # Fidelity of the NIC itself: wire bytes sent, and line-rate credit lost
+                 # because the agent woke up late while it had packets waiting (CPU).
+                 "wire_bytes_sent", "late_bytes")
 
 
 @dataclass
