@@ -35,12 +35,12 @@ def daemon_running() -> bool:
 
 def ensure_daemon() -> bool:
     """Start OVS when none is running (never touch a running one); True if we started it."""
-    _raise_default_receive_buffer()
+    _raise_default_socket_buffer("rmem")
     if daemon_running():
         return False
     if not os.path.exists(OVS_CTL):
         raise FabricError("Open vSwitch is not installed (run 'make setup')")
-    _raise_default_send_buffer()
+    _raise_default_socket_buffer("wmem")
     log.info("starting Open vSwitch (%s start)", OVS_CTL)
     # ovs-ctl prints a harmless ulimit error in containers; judge by the result.
     run([OVS_CTL, "start", "--system-id=random"], check=False, timeout=60)
@@ -51,26 +51,15 @@ def ensure_daemon() -> bool:
     raise FabricError("Open vSwitch did not start (see /var/log/openvswitch/)")
 
 
-def _raise_default_send_buffer() -> None:
-    path = "/proc/sys/net/core/wmem_default"
+def _raise_default_socket_buffer(kind: str) -> None:
+    """Raise net.core.{kind}_default (wmem: OVS's shared send socket; rmem: its per-port
+    receive sockets, 23 jumbo frames by default) to SEND_BUFFER_BYTES if lower."""
+    path = f"/proc/sys/net/core/{kind}_default"
     with open(path) as handle:
         current = int(handle.read())
     if current < SEND_BUFFER_BYTES:
-        log.warning("raising net.core.wmem_default %d -> %d for OVS's send socket",
-                    current, SEND_BUFFER_BYTES)
-        with open(path, "w") as handle:
-            handle.write(str(SEND_BUFFER_BYTES))
-
-
-def _raise_default_receive_buffer() -> None:
-    """OVS reads each port through its own AF_PACKET socket, made when the port is added;
-    with the default 208 KiB (23 jumbo frames) a busy datapath overflows it in bursts."""
-    path = "/proc/sys/net/core/rmem_default"
-    with open(path) as handle:
-        current = int(handle.read())
-    if current < SEND_BUFFER_BYTES:
-        log.info("raising net.core.rmem_default %d -> %d for OVS's port sockets",
-                 current, SEND_BUFFER_BYTES)
+        log.info("raising net.core.%s_default %d -> %d for Open vSwitch's sockets",
+                 kind, current, SEND_BUFFER_BYTES)
         with open(path, "w") as handle:
             handle.write(str(SEND_BUFFER_BYTES))
 

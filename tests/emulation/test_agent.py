@@ -34,8 +34,10 @@ def _nic(net: Network, server: str, rail: int):
 
 
 @contextlib.contextmanager
-def agents(net: Network, servers: list[str], out: Path) -> Iterator[dict[str, AgentClient]]:
-    """Start, configure and finally stop one agent per server (only the PIDs we started)."""
+def agents(net: Network, servers: list[str], out: Path,
+           **config: object) -> Iterator[dict[str, AgentClient]]:
+    """Start, configure (``config`` overrides the defaults) and finally stop one agent per
+    server (only the PIDs we started)."""
     out.mkdir(parents=True, exist_ok=True)
     procs: dict[str, subprocess.Popen] = {}
     clients: dict[str, AgentClient] = {}
@@ -52,10 +54,11 @@ def agents(net: Network, servers: list[str], out: Path) -> Iterator[dict[str, Ag
             assert wait_socket(out / f"{server}.sock", timeout=20), \
                 (out / f"{server}.stderr").read_text()
             clients[server] = AgentClient(out / f"{server}.sock")
-            clients[server].configure(
-                nics=[{"rail": n.rail, "ip": n.ip} for n in net.topology.nics_of(server)],
-                mtu=spec.mtu, line_mbps=spec.nic_mbps, window_packets=32, rto_ms=50,
-                ack_every=8, delay_sample_every=1, out_dir=str(out), salt=1)
+            clients[server].configure(**{
+                "nics": [{"rail": n.rail, "ip": n.ip} for n in net.topology.nics_of(server)],
+                "mtu": spec.mtu, "line_mbps": spec.nic_mbps, "window_packets": 32,
+                "rto_ms": 50, "ack_every": 8, "delay_sample_every": 1, "out_dir": str(out),
+                "salt": 1, **config})
         yield clients
     finally:
         for client in clients.values():
