@@ -35,12 +35,14 @@ def daemon_running() -> bool:
 
 def ensure_daemon() -> bool:
     """Start OVS when none is running (never touch a running one); True if we started it."""
+    # Before anything else: OVS makes its send socket at its first send, so even an
+    # OVS started by someone else (e.g. apt) benefits if it has not sent yet.
     _raise_default_socket_buffer("rmem")
+    _raise_default_socket_buffer("wmem")
     if daemon_running():
         return False
     if not os.path.exists(OVS_CTL):
         raise FabricError("Open vSwitch is not installed (run 'make setup')")
-    _raise_default_socket_buffer("wmem")
     log.info("starting Open vSwitch (%s start)", OVS_CTL)
     # ovs-ctl prints a harmless ulimit error in containers; judge by the result.
     run([OVS_CTL, "start", "--system-id=random"], check=False, timeout=60)
