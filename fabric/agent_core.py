@@ -17,7 +17,8 @@ from fabric.agent_control import AgentConfig, ExpectSpec, RequestError, SendSpec
 from fabric.agent_nic import Clock, NicPort, Transport, earliest
 from fabric.agent_pacing import TokenBucket, wire_bytes
 from fabric.agent_qp import _ACKREQ, _QP_MASK, DATA_HEAD, SendQP, qp_number, split_sizes
-from fabric.agent_records import COUNTER_NAMES, Delivery, Records, SentMessage, write_csvs
+from fabric.agent_records import (COUNTER_NAMES, Delivery, Records, SentMessage, progress,
+                                  write_csvs)
 from fabric.gbn import GbnReceiver
 
 log = logging.getLogger(__name__)
@@ -109,12 +110,7 @@ class AgentCore:
 
     def status(self) -> dict:
         """Progress of the loaded messages (the ``status`` reply without ``ok``)."""
-        send_total = len(self.records.sent)
-        expect_total = sum(1 for d in self.records.delivered.values() if d.expected)
-        return {"sent_done": self.sent_done, "send_total": send_total,
-                "received": self.received_expected, "expect_total": expect_total,
-                "done": self.sent_done == send_total and self.received_expected == expect_total,
-                "counters": self.counters()}
+        return progress(self.records, self.sent_done, self.received_expected, self.counters())
 
     def finish(self, out_dir: str | Path | None = None) -> list[Path]:
         """Write the three CSV files; their paths."""

@@ -110,3 +110,13 @@ def _write(path: Path, columns: Iterable[str], rows: Iterable[Iterable[object]])
         writer.writerow(columns)
         writer.writerows(rows)
     temporary.replace(path)
+
+
+def progress(records: Records, sent_done: int, received: int, counters: dict) -> dict:
+    """The ``status`` reply (without ``ok``) of either transport."""
+    send_total = len(records.sent)
+    expect_total = sum(1 for d in records.delivered.values() if d.expected)
+    return {"sent_done": sent_done, "send_total": send_total,
+            "received": received, "expect_total": expect_total,
+            "done": sent_done == send_total and received == expect_total,
+            "counters": counters}

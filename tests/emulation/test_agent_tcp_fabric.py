@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Iterator
 
 import pytest
 
-from fabric.network import Network
-from tests.emulation.conftest import start_network
-from tests.emulation.test_agent import _nic, agents, rows
+from tests.emulation.test_agent import _nic, agents, net, rows  # noqa: F401  (net: fixture)
 
 pytestmark = pytest.mark.emulation
-
-
-@pytest.fixture(scope="module")
-def net(tmp_path_factory) -> Iterator[Network]:
-    """rail-2tier-small under ecmp, for this module only."""
-    network = start_network("rail-2tier-small", tmp_path_factory.mktemp("agent_tcp"))
-    try:
-        yield network
-    finally:
-        network.stop()
 
 
 def test_one_megabyte_over_tcp_is_delivered_at_line_rate(net, tmp_path):
