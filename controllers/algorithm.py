@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Sequence, runtime_checkable
 
+from controllers.adaptive import AdaptiveAlgorithm
 from controllers.ecmp import EcmpAlgorithm
+from controllers.proactive import ProactiveAlgorithm
+from controllers.reactive import ReactiveAlgorithm
 from controllers.events import PortCounters
 from controllers.intents import Intent
 from topologies.model import Link, Topology
@@ -44,7 +47,10 @@ class Algorithm(Protocol):
 
 
 #: Algorithm name -> class taking ``(topology, **options)``.
-ALGORITHMS: dict[str, type] = {"ecmp": EcmpAlgorithm}
+ALGORITHMS: dict[str, type] = {"ecmp": EcmpAlgorithm, "adaptive": AdaptiveAlgorithm,
+                               "proactive": ProactiveAlgorithm, "reactive": ReactiveAlgorithm}
+#: Algorithms whose NICs announce every flow in-band and wait for a grant before sending.
+ANNOUNCING = frozenset({"adaptive", "proactive", "reactive"})
 
 
 class UnknownAlgorithm(ValueError):

@@ -38,8 +38,9 @@ class EcmpAlgorithm(BaseAlgorithm):
     #: ECMP ignores load, so the shim does not poll port counters for it.
     uses_port_stats = False
 
-    def __init__(self, topology: Topology) -> None:
+    def __init__(self, topology: Topology, seed: int = 0) -> None:
         super().__init__(topology)
+        self.seed = seed  # the switches' hash basis is set per switch in controllers.ofmsgs
         self.fabric = FabricMap(topology)
         self.down_links: set[Link] = set()
         self.healthy: Routes = compute_routes(topology)

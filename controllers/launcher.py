@@ -9,6 +9,7 @@ SIGTERM/SIGINT log a line and exit 0.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -16,7 +17,7 @@ import socket
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Sequence
+from typing import Any, Sequence
 
 LOG = logging.getLogger("controllers.launcher")
 
@@ -46,7 +47,23 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="port-stats polling interval in seconds (0 disables)")
     parser.add_argument("--echo-interval", type=float, default=ECHO_INTERVAL_S,
                         help="seconds between echo requests to each switch")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="algorithm option (number or string), e.g. seed=3; repeatable")
     return parser.parse_args(list(argv))
+
+
+def parse_options(items: Sequence[str]) -> dict[str, Any]:
+    """``["seed=3", "headroom=0.9"]`` -> ``{"seed": 3, "headroom": 0.9}``; LaunchError if malformed."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise LaunchError(f"--option: must be KEY=VALUE, got {item!r}")
+        try:
+            options[key] = json.loads(text)
+        except ValueError:
+            options[key] = text
+    return options
 
 
 def check_inputs(args: argparse.Namespace) -> None:
@@ -58,9 +75,9 @@ def check_inputs(args: argparse.Namespace) -> None:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise LaunchError(f"--topology {args.topology}: {error}") from None
     try:
-        make_algorithm(args.algo, topology)
-    except UnknownAlgorithm as error:
-        raise LaunchError(f"--algo: {error}") from None
+        make_algorithm(args.algo, topology, **parse_options(args.option))
+    except (UnknownAlgorithm, ValueError) as error:
+        raise LaunchError(f"--algo {args.algo}: {error}") from None
     if args.stats_interval < 0:
         raise LaunchError(f"--stats-interval: must be >= 0, got {args.stats_interval}")
     if args.echo_interval <= 0:
@@ -111,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     cfg.CONF.set_override("maximum_unreplied_echo_requests", ECHO_MAX_UNREPLIED)
     shim.configure(shim.ShimConfig(topology_path=args.topology, algo=args.algo,
                                    ready_file=args.ready_file,
-                                   stats_interval=args.stats_interval))
+                                   stats_interval=args.stats_interval,
+                                   options=parse_options(args.option)))
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGINT, _exit_on_signal)
     LOG.info("controller: listening on %s:%d (pid %d)", LISTEN_HOST, args.port, os.getpid())

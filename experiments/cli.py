@@ -64,7 +64,7 @@ def _sigterm_to_exit(signum: int, _frame: object) -> None:
 
 def main() -> None:
     """Entry point of the `railcc` console script."""
-    from experiments import cli_fabric, cli_run  # noqa: F401  (register their commands)
+    from experiments import cli_ab, cli_fabric, cli_run  # noqa: F401  (register their commands)
     from experiments.spec import SpecError
     from fabric.sh import FabricError
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import logging
+import random
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from controllers.algorithm import ANNOUNCING
 from experiments.spec import Experiment
 from fabric.agent_client import AgentClient, wait_socket
 from fabric.network import Network
@@ -17,6 +19,7 @@ from fabric.sh import FabricError, batch
 log = logging.getLogger(__name__)
 
 START_DELAY_S = 0.3
+START_JITTER_S = 0.002
 POLL_S = 0.1
 _CSV_KINDS = ("messages", "deliveries", "delays")
 
@@ -32,6 +35,7 @@ class AgentFleet:
         self.procs: dict[str, subprocess.Popen] = {}
         self.clients: dict[str, AgentClient] = {}
         self.neighbours: set[tuple[str, str, int]] = set()
+        self.rounds = 0
 
     def start(self) -> None:
         """Start and configure an agent in every server's namespace."""
@@ -59,7 +63,8 @@ class AgentFleet:
                 rto_ms=transport.rto_ms, qps_per_connection=1, salt=self.experiment.seed,
                 ack_every=transport.ack_every,
                 delay_sample_every=self.experiment.delay_sample_every,
-                out_dir=str(self.agent_dir), transport=transport.kind)
+                out_dir=str(self.agent_dir), transport=transport.kind,
+                announce=transport.kind == "roce" and self.experiment.algorithm in ANNOUNCING)
             self.clients[server] = client
 
     def _cross_rail_neighbours(self, rows: list[dict]) -> None:
@@ -88,8 +93,11 @@ class AgentFleet:
                       for r in rows if r["dst"] == server]
             client.load(send, expect)
         start_ns = time.time_ns() + int(START_DELAY_S * 1e9)
+        self.rounds += 1
+        # Seeded start jitter per server: repetitions sample timing luck, not only hashes.
+        jitter = random.Random(self.experiment.seed * 100_003 + self.rounds)
         for client in self.clients.values():
-            client.start(start_ns)
+            client.start(start_ns + int(jitter.uniform(0, START_JITTER_S) * 1e9))
         self._wait(len(rows), timeout_s)
 
     def _wait(self, total: int, timeout_s: float) -> None:

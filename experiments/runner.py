@@ -50,7 +50,8 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
     for record in records:
         rounds.setdefault((record["phase"], record["iteration"]), []).append(record)
     net = Network(topology, experiment.algorithm, run_dir=out_dir, progress=progress,
-                  stats_interval=experiment.stats_interval_ms / 1000)
+                  stats_interval=experiment.stats_interval_ms / 1000,
+                  controller_options={"seed": experiment.seed})
     _write_manifest(experiment, topology, net, out_dir)
     _write_json(out_dir / "transfers.json", records)
     with net:

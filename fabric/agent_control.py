@@ -45,6 +45,12 @@ class AgentConfig:
     ack_every: int = 8
     delay_sample_every: int = 1
     transport: str = "roce"
+    #: Announce every flow to the fabric manager and send only once granted (fabric/wire.py).
+    announce: bool = False
+    #: A QP idle this long after its last ACK reports its flow done (FLOW_DONE).
+    linger_ms: float = 20.0
+    #: A FLOW_REQUEST unanswered this long is sent again; after 3 tries the QP goes at line rate.
+    grant_timeout_ms: float = 50.0
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,7 @@ def parse_configure(obj: dict) -> AgentConfig:
     """Validate a ``configure`` request."""
     _keys(obj, "configure", {"op", "nics", "line_mbps", "out_dir"},
           {"mtu", "window_packets", "rto_ms", "qps_per_connection", "salt", "ack_every",
-           "delay_sample_every", "transport"})
+           "delay_sample_every", "transport", "announce", "linger_ms", "grant_timeout_ms"})
     if not isinstance(obj["nics"], list) or not obj["nics"]:
         raise RequestError("configure.nics: must be a non-empty list")
     nics = []
@@ -148,7 +154,15 @@ def parse_configure(obj: dict) -> AgentConfig:
         ack_every=_int(obj.get("ack_every", 8), "configure.ack_every", 1),
         delay_sample_every=_int(obj.get("delay_sample_every", 1),
                                 "configure.delay_sample_every", 0),
-        transport=transport)
+        transport=transport, announce=_bool(obj.get("announce", False), "configure.announce"),
+        linger_ms=_positive(obj.get("linger_ms", 20.0), "configure.linger_ms"),
+        grant_timeout_ms=_positive(obj.get("grant_timeout_ms", 50.0), "configure.grant_timeout_ms"))
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise RequestError(f"{where}: must be true or false, got {value!r}")
+    return value
 
 
 def parse_load(obj: dict, rails: set[int]) -> tuple[list[SendSpec], list[ExpectSpec]]:

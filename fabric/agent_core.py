@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fabric import wire
 from fabric.agent_control import AgentConfig, ExpectSpec, RequestError, SendSpec
+from fabric.agent_flows import FlowAnnouncer
 from fabric.agent_nic import Clock, NicPort, Transport, earliest
 from fabric.agent_pacing import TokenBucket, wire_bytes
 from fabric.agent_qp import _ACKREQ, _QP_MASK, DATA_HEAD, SendQP, qp_number, split_sizes
@@ -57,6 +58,7 @@ class AgentCore:
         self._next_start: int | None = None
         self._next_timer: int | None = None
         self._ports: dict[int, int] = {}
+        self.flows = FlowAnnouncer(config, self.count) if config.announce else None
 
     # -- control ------------------------------------------------------------------
     def load(self, sends: list[SendSpec], expects: list[ExpectSpec]) -> None:
@@ -144,8 +146,11 @@ class AgentCore:
         else:
             self.count["control_received"] += 1
             qp = self.send_qps.get(getattr(message, "qp", -1))
-            if isinstance(message, wire.RateGrant) and qp is not None and message.rate_kbps > 0:
-                qp.set_rate(message.rate_kbps / 1000.0, now)
+            if isinstance(message, wire.RateGrant) and qp is not None:
+                if self.flows is not None:
+                    self.flows.on_grant(qp, message, now)
+                elif message.rate_kbps > 0:
+                    qp.set_rate(message.rate_kbps / 1000.0, now)
 
     def _on_data(self, nic: NicPort, src_ip: str, qp: int, psn: int, ack_req: bool, ts: int,
                  message_id: int, length: int, padding: int) -> None:
@@ -196,6 +201,8 @@ class AgentCore:
             if message.shares_left == 0:
                 message.acked_ns = self.clock.wall_ns()
                 self.sent_done += 1
+        if self.flows is not None and qp.idle():
+            self._next_timer = earliest(self._next_timer, self.flows.on_idle(qp, now))
 
     # -- sending ------------------------------------------------------------------
     def _qp(self, nic: NicPort, remote_ip: str, index: int) -> SendQP:
@@ -206,7 +213,9 @@ class AgentCore:
             cfg = self.config
             qp = SendQP(number, nic.ip, nic.rail, remote_ip, wire.udp_source_port(number, cfg.salt),
                         cfg.mtu, cfg.line_mbps, cfg.window_packets, cfg.rto_ms / 1000.0,
-                        cfg.ack_every, self.clock.mono_ns(), self.rates_by_dst.get(remote_ip))
+                        cfg.ack_every, self.clock.mono_ns(), self.rates_by_dst.get(remote_ip),
+                        # Announced flows are paced to exact shares: no bursts into a queue.
+                        burst_frames=1 if cfg.announce else 2)
             self.conns[key] = self.send_qps[number] = qp
             nic.qps.append(qp)
         return qp
@@ -219,20 +228,23 @@ class AgentCore:
                 self._next_start = earliest(self._next_start, message.not_before)
                 waiting.append(message)
             elif all(dep in self.received_ids for dep in message.after):
-                self._queue(message)
+                self._queue(message, now)
             else:
                 waiting.append(message)
         self.pending = waiting
 
-    def _queue(self, message: SentMessage) -> None:
+    def _queue(self, message: SentMessage, now: int) -> None:
         nic = self.nic_by_rail[message.src_rail]
         sizes = split_sizes(message.size, message.qps)
         message.released = True
         message.shares_left = len(sizes)
         offset = 0
         for index, length in enumerate(sizes):
-            self._qp(nic, message.dst_ip, index).add_share(message, offset, length)
+            qp = self._qp(nic, message.dst_ip, index)
+            qp.add_share(message, offset, length)
             offset += length
+            if self.flows is not None:
+                self._next_timer = earliest(self._next_timer, self.flows.on_queued(qp, nic, now))
 
     def pump(self) -> int | None:
         """Transmit what pacing and windows allow now; monotonic ns of the next deadline."""
@@ -262,4 +274,7 @@ class AgentCore:
             if recovery is not None and recovery <= now:
                 recovery = qp.recover(now)
             next_timer = earliest(next_timer, earliest(rto, recovery))
+            if self.flows is not None:
+                flow_timer = self.flows.on_timer(qp, self.nic_by_rail[qp.rail], now)
+                next_timer = earliest(next_timer, flow_timer)
         self._next_timer = next_timer

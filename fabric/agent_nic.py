@@ -62,29 +62,31 @@ class NicPort:
         self.waiting_on_line = False
         self.qps: list[SendQP] = []
         self.rr = 0
-        self.acks: deque[tuple[int, str, bytes]] = deque()
+        self.acks: deque[tuple[int, str, bytes, str]] = deque()
         self.blocked_until = 0
         #: Earliest retransmission deadline created by this NIC's sends (a hint for the core).
         self.timer_hint: int | None = None
 
-    def send_ack(self, src_port: int, dst_ip: str, payload: bytes) -> None:
-        """Send an ACK/NAK now (queued behind earlier ones if the kernel refuses)."""
+    def send_ack(self, src_port: int, dst_ip: str, payload: bytes,
+                 counter: str = "acks_sent") -> None:
+        """Send an ACK/NAK (or, with ``counter="control_sent"``, a control message) now,
+        queued behind earlier ones if the kernel refuses."""
         if self.acks or not self.transport.send(self.ip, src_port, dst_ip, payload):
-            self.acks.append((src_port, dst_ip, payload))
+            self.acks.append((src_port, dst_ip, payload, counter))
             return
         self.bucket.consume(ACK_WIRE_BYTES)
-        self.count["acks_sent"] += 1
+        self.count[counter] += 1
 
     def pump(self, now: int) -> int | None:
         """Send every packet pacing allows at ``now``; when to try again (None: idle)."""
         send = self.transport.send
         while self.acks:
-            port, dst_ip, payload = self.acks[0]
+            port, dst_ip, payload, counter = self.acks[0]
             if not send(self.ip, port, dst_ip, payload):
                 return now + RETRY_NS
             self.acks.popleft()
             self.bucket.consume(ACK_WIRE_BYTES)
-            self.count["acks_sent"] += 1
+            self.count[counter] += 1
         overflow = self.bucket.refill(now)
         if self.waiting_on_line:  # we slept until line-rate credit was due: any excess is lateness
             self.count["late_bytes"] += int(overflow)

@@ -84,7 +84,7 @@ class SendQP:
 
     def __init__(self, qp: int, nic_ip: str, rail: int, remote_ip: str, src_port: int,
                  mtu: int, line_mbps: float, window: int, rto_s: float, ack_every: int,
-                 now_ns: int, target_mbps: float | None = None) -> None:
+                 now_ns: int, target_mbps: float | None = None, burst_frames: int = 2) -> None:
         self.qp = qp
         self.nic_ip = nic_ip
         self.rail = rail
@@ -96,7 +96,7 @@ class SendQP:
         self.ack_every = ack_every
         self.rate = QpRate(line_mbps, target_mbps)
         self.frame_bytes = wire_bytes(mtu)
-        self.bucket = TokenBucket(self.rate.current_mbps, 2 * self.frame_bytes, now_ns)
+        self.bucket = TokenBucket(self.rate.current_mbps, burst_frames * self.frame_bytes, now_ns)
         self.gbn: GbnSender | None = None
         self.shares: list[Share] = []
         self.starts: list[int] = []
@@ -104,6 +104,14 @@ class SendQP:
         self.high = 0  # one past the highest packet index ever transmitted
         self.buf = bytearray(mtu - wire.IPV4_HEADER_LEN - wire.UDP_HEADER_LEN)
         self.view = memoryview(self.buf)
+        # Announce mode (fabric/agent_flows.py): the fabric manager knows this QP's flow,
+        # the QP waits for a grant, and when it asked / will report the flow done.
+        self.announced = False
+        self.held = False
+        self.request_seq = 0
+        self.request_tries = 0
+        self.request_deadline: int | None = None
+        self.done_deadline: int | None = None
 
     # -- queueing -------------------------------------------------------------
     def add_share(self, message: SentMessage, base_offset: int, length: int) -> None:
@@ -139,7 +147,7 @@ class SendQP:
     def has_work(self) -> bool:
         """Whether the window allows a packet to be (re)transmitted now."""
         gbn = self.gbn
-        return (gbn is not None and gbn.next_index < gbn.total
+        return (not self.held and gbn is not None and gbn.next_index < gbn.total
                 and gbn.next_index < gbn.base + gbn.window)
 
     def next_wire_size(self) -> int:
@@ -182,6 +190,16 @@ class SendQP:
         self.gbn.next_index = index
 
     # -- feedback ---------------------------------------------------------------
+    def idle(self) -> bool:
+        """True when every packet ever queued on this QP is acknowledged."""
+        return self.gbn is None or self.gbn.base >= self.gbn.total
+
+    def unacked_bytes(self) -> int:
+        """Message bytes queued on this QP and not yet acknowledged (about)."""
+        if self.gbn is None:
+            return 0
+        return max(0, (self.gbn.total - self.gbn.base) * self.chunk)
+
     def oldest_message(self) -> SentMessage | None:
         """The message of the oldest unacknowledged packet."""
         if self.gbn is None or self.gbn.done:

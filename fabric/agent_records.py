@@ -20,6 +20,9 @@ DELIVERY_COLUMNS = ("id", "dst", "dst_rail", "bytes", "first_ns", "last_ns")
 DELAY_COLUMNS = ("recv_ns", "src_ip", "dst_ip", "rail", "delay_ns")
 COUNTER_NAMES = ("data_sent", "data_received", "acks_sent", "acks_received", "control_sent",
                  "control_received", "cnps_received", "socket_drops",
+                 # In-band control (announce mode): grants received, requests that went
+                 # unanswered three times (the QP then sent at line rate).
+                 "grants_received", "grant_timeouts",
                  # Fidelity of the NIC itself: wire bytes sent, and line-rate credit lost
                  # because the agent woke up late while it had packets waiting (CPU).
                  "wire_bytes_sent", "late_bytes")

@@ -26,7 +26,8 @@ class ControllerProcess:
     """The controller as a child process bound to 127.0.0.1."""
 
     def __init__(self, topology_json: Path, algorithm: str, run_dir: Path,
-                 port: int | None = None, stats_interval: float = 0.2) -> None:
+                 port: int | None = None, stats_interval: float = 0.2,
+                 options: dict | None = None) -> None:
         self.port = port or free_port()
         self.ready_file = run_dir / "controller.ready"
         self.log_file = run_dir / "controller.log"
@@ -35,6 +36,8 @@ class ControllerProcess:
                      "--algo", algorithm, "--port", str(self.port),
                      "--ready-file", str(self.ready_file), "--log", str(self.log_file),
                      "--stats-interval", str(stats_interval)]
+        for key, value in sorted((options or {}).items()):
+            self.argv += ["--option", f"{key}={value}"]
         self.proc: subprocess.Popen | None = None
 
     @property

@@ -37,12 +37,14 @@ class Network:
 
     def __init__(self, topology: Topology, algorithm: str | None = "ecmp",
                  run_dir: Path | None = None, progress: Progress | None = None,
-                 stats_interval: float = 0.2, static_neighbors: bool = True) -> None:
+                 stats_interval: float = 0.2, static_neighbors: bool = True,
+                 controller_options: dict | None = None) -> None:
         self.topology = topology
         self.algorithm = algorithm
         self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="railcc-"))
         self.progress = progress or (lambda message: log.info("%s", message))
         self.stats_interval = stats_interval
+        self.controller_options = dict(controller_options or {})
         self.static_neighbors = static_neighbors
         taken = {state.prefix for state in load_all()}
         taken |= {names.prefix_of_netns(ns) for ns in list_netns()}
@@ -83,7 +85,8 @@ class Network:
         if self.algorithm:
             topo_json = save(self.topology, self.run_dir / "topology.json")
             self.controller = ControllerProcess(topo_json, self.algorithm, self.run_dir,
-                                                stats_interval=self.stats_interval)
+                                                stats_interval=self.stats_interval,
+                                                options=self.controller_options)
             pid = self.controller.start()
             self.state.processes[str(pid)] = MARKER
             self.state.save()

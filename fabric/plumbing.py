@@ -10,7 +10,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from fabric import names
+from fabric import names, wire
 from fabric.netns import disable_tx_checksum, write_sysctls
 from fabric.sh import batch
 from topologies import Topology
@@ -102,7 +102,10 @@ def configure_servers(topology: Topology, plan_: Plan, static_neighbors: bool = 
                       # Source routing per NIC: traffic from rail r's address leaves on
                       # rail r's NIC, whatever rail the destination is on.
                       f"rule add from {nic.ip}/32 table {100 + nic.rail}",
-                      f"route add 10.0.0.0/8 dev {nic.intf} src {nic.ip} table {100 + nic.rail}"]
+                      f"route add 10.0.0.0/8 dev {nic.intf} src {nic.ip} table {100 + nic.rail}",
+                      # The virtual fabric manager (in-band control) sits behind every NIC's ToR.
+                      f"neigh replace {wire.MANAGER_IP} lladdr {wire.MANAGER_MAC} dev {nic.intf} "
+                      "nud permanent"]
         if static_neighbors:
             lines += [f"neigh replace {peer.ip} lladdr {peer.mac} dev eth{peer.rail} nud permanent"
                       for peer in topology.nics if peer.server != server]

@@ -47,6 +47,11 @@ PSN_MOD = 1 << 24
 SYNDROME_ACK = 0x1F  # ACK, credit count "invalid" (no end-to-end credits)
 SYNDROME_NAK_PSN = 0x60  # NAK, PSN sequence error
 SOURCE_PORT_MIN = 49152
+#: The virtual fabric manager: NICs address in-band control (FLOW_REQUEST,
+#: FLOW_DONE) to this IP and MAC; ToRs punt it to the controller, which
+#: answers (RATE_GRANT, CNP) with packet-outs sent from this address.
+MANAGER_IP = "10.255.255.254"
+MANAGER_MAC = "02:ff:ff:ff:ff:fe"
 
 _BTH = struct.Struct("!BBHB3sB3s")
 _DATA = struct.Struct("!QQII")

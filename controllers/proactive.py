@@ -1,0 +1,61 @@
+"""`proactive` (TiTa 2.0 / TCCL style): rates agreed before sending, so queues never build.
+
+Every announced flow gets a path (fewest flows per capacity on its busiest
+link) and every flow's rate is recomputed as the max-min fair share of all
+active flows over all links they cross, NIC links included
+(`controllers.maxmin`), with ``headroom`` (default 0.95) of each capacity
+allocatable: the rest absorbs ACKs and pacing jitter. When a flow arrives,
+leaves or moves, every flow whose rate changed by more than 1 % gets a new
+RATE_GRANT: cuts first, then raises, then the newcomer's grant, so the sum of
+granted rates stays within the links' capacity.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from controllers.flow_routing import GRANT_CHANGE, Flow, FlowRoutingAlgorithm, Path
+from controllers.intents import Intent
+from controllers.maxmin import max_min_rates
+from topologies.model import Topology
+
+
+class ProactiveAlgorithm(FlowRoutingAlgorithm):
+    """Max-min fair rates granted to every flow before it sends."""
+
+    name = "proactive"
+    #: Paths are chosen from flow counts, not measured load.
+    uses_port_stats = False
+
+    def __init__(self, topology: Topology, seed: int = 0, headroom: float = 0.95) -> None:
+        super().__init__(topology, seed)
+        if not 0 < headroom <= 1:
+            raise ValueError(f"headroom: must be in (0, 1], got {headroom}")
+        self.headroom = headroom
+
+    def choose_path(self, flow: Flow, candidates: Sequence[Path], now: float) -> Path:
+        """The path whose busiest link has the fewest flows per capacity (then fewest in total)."""
+        def cost(path: Path) -> tuple[float, float]:
+            shares = [(len(self.on_link.get(link, ())) + 1) / self.capacity[link] for link in path]
+            return (max(shares), sum(shares))
+        return min(candidates, key=cost)
+
+    def allocate(self) -> dict[tuple[str, int], float]:
+        """Max-min fair rate (Mb/s) of every active flow."""
+        capacity = {link: mbps * self.headroom for link, mbps in self.capacity.items()}
+        demand = {key: self.line_mbps * self.headroom for key in self.flows}
+        return max_min_rates({key: flow.path for key, flow in self.flows.items()}, capacity,
+                             demand)
+
+    def after_change(self, now: float, new: Flow | None = None) -> list[Intent]:
+        """Regrant every flow whose fair share changed: cuts first, then raises."""
+        rates = self.allocate()
+        cuts, raises = [], []
+        for key, flow in sorted(self.flows.items()):
+            rate = rates[key]
+            if flow is new:
+                flow.rate_mbps = rate
+            elif abs(rate - flow.rate_mbps) > GRANT_CHANGE * flow.rate_mbps:
+                (cuts if rate < flow.rate_mbps else raises).append(flow)
+                flow.rate_mbps = rate
+        return [self.grant(flow) for flow in cuts + raises]
