@@ -129,9 +129,10 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
         if not candidates:
             LOG.warning("%s: no path %s -> %s", self.name, flow.src_ip, flow.dst_ip)
             return []
+        flow.rate_mbps = self.estimate(flow)
         flow.path = self.choose_path(flow, candidates, now)
-        flow.rate_mbps = self.line_mbps
         self._attach(flow)
+        self.reestimate()
         intents: list[Intent] = list(self.rules(flow))
         intents += self.after_change(now, new=flow)
         intents.append(self.grant(flow, request.seq))
@@ -143,13 +144,30 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
         if flow is None:
             return []
         self._detach(flow)
+        self.reestimate()
         return self.rules(flow, command="delete") + self.after_change(now)
+
+    def estimate(self, flow: Flow) -> float:
+        """Expected rate of ``flow`` (Mb/s): its NICs' line rate shared with their other flows."""
+        senders = sum(1 for f in self.flows.values() if f.src_ip == flow.src_ip)
+        receivers = sum(1 for f in self.flows.values() if f.dst_ip == flow.dst_ip)
+        known = flow.key in self.flows
+        return self.line_mbps / max(1, senders + (not known), receivers + (not known))
+
+    def reestimate(self) -> None:
+        """Refresh every flow's expected rate after flows came or went."""
+        for flow in self.flows.values():
+            flow.rate_mbps = self.estimate(flow)
 
     def grant(self, flow: Flow, seq: int = 0) -> PacketOut:
         """A RATE_GRANT of the flow's current rate, out of its NIC's ToR port."""
         self.grants += 1
-        kbps = max(1, int(flow.rate_mbps * 1000))
+        kbps = max(1, int(self.granted_mbps(flow) * 1000))
         return self._to_nic(flow, wire.RateGrant(flow.qp, kbps, seq & 0xFFFFFF))
+
+    def granted_mbps(self, flow: Flow) -> float:
+        """The rate a grant gives ``flow``: line rate (the NIC shares it); `proactive` overrides."""
+        return self.line_mbps
 
     def cnp(self, flow: Flow) -> PacketOut:
         """A congestion notification for the flow's QP, out of its NIC's ToR port."""

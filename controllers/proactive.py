@@ -40,6 +40,17 @@ class ProactiveAlgorithm(FlowRoutingAlgorithm):
             return (max(shares), sum(shares))
         return min(candidates, key=cost)
 
+    def granted_mbps(self, flow: Flow) -> float:
+        """The flow's max-min fair share."""
+        return flow.rate_mbps
+
+    def reestimate(self) -> None:
+        """Rates are the max-min allocation of `after_change`, not estimates."""
+
+    def estimate(self, flow: Flow) -> float:
+        """Placeholder until `after_change` allocates: the line rate."""
+        return self.line_mbps
+
     def allocate(self) -> dict[tuple[str, int], float]:
         """Max-min fair rate (Mb/s) of every active flow."""
         capacity = {link: mbps * self.headroom for link, mbps in self.capacity.items()}

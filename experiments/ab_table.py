@@ -7,12 +7,12 @@ from typing import Any
 from rich.table import Table
 
 COLUMNS = ("algorithm", "trusted", "efficiency (95% CI)", "vs baseline", "CCT p50 (ms)",
-           "CCT p99 (ms)", "loss %", "retransmits", "p99 delay (ms)", "p99 queue (kB)",
+           "CCT p99 (ms)", "loss %", "retransmits", "p99 delay (ms)", "p99 queue (B)",
            "fabric util mean", "fabric util max", "uplink imbalance")
 
 
-def _number(figure: dict[str, float] | None, spec: str, scale: float = 1.0) -> str:
-    return "-" if figure is None else f"{scale * figure['mean']:{spec}}"
+def _number(figure: dict[str, float] | None, spec: str) -> str:
+    return "-" if figure is None else f"{figure['mean']:{spec}}"
 
 
 def _percent(figure: dict[str, float] | None) -> str:
@@ -51,7 +51,7 @@ def rows(ab: dict[str, Any]) -> list[list[str]]:
             _delta(ab["deltas"][algorithm]), _cct(cct, "p50"), _cct(cct, "p99"),
             _number(figures["loss_pct"], ".3f"), _number(figures["retransmits"], ".1f"),
             _number(figures["delay_p99_ms"], ".2f"),
-            _number(figures["queue_p99_bytes"], ".1f", 1e-3),
+            _number(figures["queue_p99_bytes"], ".0f"),
             _percent(figures["fabric_util_mean"]), _percent(figures["fabric_util_max"]),
             _number(figures["uplink_imbalance"], ".2f")])
     return cells
