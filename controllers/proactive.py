@@ -32,12 +32,20 @@ class ProactiveAlgorithm(FlowRoutingAlgorithm):
         if not 0 < headroom <= 1:
             raise ValueError(f"headroom: must be in (0, 1], got {headroom}")
         self.headroom = headroom
+        self.allocatable = {link: mbps * headroom for link, mbps in self.capacity.items()}
 
     def choose_path(self, flow: Flow, candidates: Sequence[Path], now: float) -> Path:
-        """The path whose busiest link has the fewest flows per capacity (then fewest in total)."""
-        def cost(path: Path) -> tuple[float, float]:
-            shares = [(len(self.on_link.get(link, ())) + 1) / self.capacity[link] for link in path]
-            return (max(shares), sum(shares))
+        """The path on which the flow's max-min share is largest; ties: fewest flows per
+        capacity on the busiest link, then in total."""
+        def cost(path: Path) -> tuple[float, float, float]:
+            paths = {key: other.path for key, other in self.flows.items()}
+            paths[flow.key] = path
+            share = self.allocate(paths)[flow.key]
+            counts = [(len(self.on_link.get(link, ())) + 1) / self.capacity[link]
+                      for link in path]
+            return (-round(share, 6), max(counts), sum(counts))
+        if len(candidates) == 1:
+            return candidates[0]
         return min(candidates, key=cost)
 
     def granted_mbps(self, flow: Flow) -> float:
@@ -51,12 +59,13 @@ class ProactiveAlgorithm(FlowRoutingAlgorithm):
         """Placeholder until `after_change` allocates: the line rate."""
         return self.line_mbps
 
-    def allocate(self) -> dict[tuple[str, int], float]:
-        """Max-min fair rate (Mb/s) of every active flow."""
-        capacity = {link: mbps * self.headroom for link, mbps in self.capacity.items()}
-        demand = {key: self.line_mbps * self.headroom for key in self.flows}
-        return max_min_rates({key: flow.path for key, flow in self.flows.items()}, capacity,
-                             demand)
+    def allocate(self, paths: dict[tuple[str, int], Path] | None = None
+                 ) -> dict[tuple[str, int], float]:
+        """Max-min fair rate (Mb/s) of every active flow (or of ``paths``)."""
+        if paths is None:
+            paths = {key: flow.path for key, flow in self.flows.items()}
+        demand = dict.fromkeys(paths, self.line_mbps * self.headroom)
+        return max_min_rates(paths, self.allocatable, demand)
 
     def after_change(self, now: float, new: Flow | None = None) -> list[Intent]:
         """Regrant every flow whose fair share changed: cuts first, then raises."""
