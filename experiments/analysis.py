@@ -229,6 +229,13 @@ def _agents(counters: dict[str, Any]) -> dict[str, dict[str, int]]:
         name: value for name, value in counters.items() if isinstance(value, dict)}
 
 
+#: Imbalance tolerated by the conservation check, as a share of packets sent. The agents'
+#: counters are exact, but switch-queue drops are read from qdisc counters at telemetry
+#: sample times; under heavy drops the two disagree by a few packets per ten thousand
+#: (measured: up to 0.18 %). A datapath that cannot keep up loses whole percents.
+CONSERVATION_SLACK = 0.005
+
+
 def conservation(run: Run) -> dict[str, Any]:
     """Packets sent by agents = received + qdisc drops + socket drops, with a verdict."""
     agents = _agents(run.counters)
@@ -244,7 +251,8 @@ def conservation(run: Run) -> dict[str, Any]:
     dropped = (int(run.counters.get("qdisc_drops_switch", 0))
                + int(run.counters.get("datapath_drops", 0))
                + int(run.counters.get("qdisc_drops_host", 0)) + total["socket_drops"])
-    check = metrics.conservation(sent, received, dropped)
+    check = metrics.conservation(sent, received, dropped,
+                                 slack=int(CONSERVATION_SLACK * sent))
     return {"ok": check.ok, "sent": sent, "received": received, "dropped": dropped,
             "unaccounted": check.unaccounted, "verdict": check.verdict, "by_class": total}
 

@@ -72,11 +72,27 @@ def run_command(spec: Path = typer.Argument(..., help="experiment spec (TOML)"),
 @app.command("report")
 def report_command(run_dir: Path = typer.Argument(..., help="run folder"),
                    as_json: bool = typer.Option(False, "--json", help="summary as JSON")) -> None:
-    """(Re)build summary.json and the report of a run folder from its files (no root)."""
+    """(Re)build summary.json and the report of a run folder, or of every run of an A/B
+    folder (railcc ab) and its ab.json / report.md, from the files alone (no root)."""
+    if (run_dir / "ab.json").is_file():
+        _rebuild_ab(run_dir, as_json)
+        return
     if not (run_dir / "manifest.json").is_file():
         raise UserError(f"{run_dir}: not a run folder (no manifest.json)")
     summary, report = _analyse(run_dir)
     _show(summary, report, as_json)
+
+
+def _rebuild_ab(ab_dir: Path, as_json: bool) -> None:
+    from experiments.ab_report import rebuild
+    from experiments.cli_ab import _show as show_ab
+    for manifest in sorted(ab_dir.glob("*/rep*/manifest.json")):
+        _analyse(manifest.parent)
+    ab = rebuild(ab_dir)
+    if as_json:
+        print(json.dumps(ab, indent=1, default=str))
+    else:
+        show_ab(ab, ab_dir)
 
 
 DEMO_SPEC = Path(__file__).with_name("specs") / "allreduce.toml"

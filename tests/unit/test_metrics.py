@@ -112,3 +112,10 @@ def test_conservation_verdicts():
     assert running.ok and "15 in flight" in running.verdict
     undrained = m.conservation(100, 80, 5, in_flight=15)
     assert not undrained.ok and "NOT DRAINED: 15" in undrained.verdict
+
+
+def test_conservation_slack_passes_small_imbalances_and_says_so():
+    within = m.conservation(sent=10_000, delivered=9_000, dropped=1_004, slack=50)
+    assert within.ok and within.unaccounted == -4 and "off by -4 (slack 50)" in within.verdict
+    beyond = m.conservation(sent=10_000, delivered=9_000, dropped=900, slack=50)
+    assert not beyond.ok and "LOST: 100" in beyond.verdict
