@@ -71,6 +71,8 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
         self.line_mbps = topology.spec.nic_mbps
         self.flows: dict[tuple[str, int], Flow] = {}
         self.on_link: dict[LinkKey, set[tuple[str, int]]] = {}
+        self.by_src: dict[str, set[tuple[str, int]]] = {}
+        self.by_dst: dict[str, set[tuple[str, int]]] = {}
         self.down_keys: set[LinkKey] = set()
         self.grants = 0
         #: Last cumulative tx counter of every switch egress: (time, bytes).
@@ -132,7 +134,7 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
         flow.rate_mbps = self.estimate(flow)
         flow.path = self.choose_path(flow, candidates, now)
         self._attach(flow)
-        self.reestimate()
+        self.reestimate(flow)
         intents: list[Intent] = list(self.rules(flow))
         intents += self.after_change(now, new=flow)
         intents.append(self.grant(flow, request.seq))
@@ -144,20 +146,21 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
         if flow is None:
             return []
         self._detach(flow)
-        self.reestimate()
+        self.reestimate(flow)
         return self.rules(flow, command="delete") + self.after_change(now)
 
     def estimate(self, flow: Flow) -> float:
         """Expected rate of ``flow`` (Mb/s): its NICs' line rate shared with their other flows."""
-        senders = sum(1 for f in self.flows.values() if f.src_ip == flow.src_ip)
-        receivers = sum(1 for f in self.flows.values() if f.dst_ip == flow.dst_ip)
         known = flow.key in self.flows
-        return self.line_mbps / max(1, senders + (not known), receivers + (not known))
+        senders = len(self.by_src.get(flow.src_ip, ())) + (not known)
+        receivers = len(self.by_dst.get(flow.dst_ip, ())) + (not known)
+        return self.line_mbps / max(1, senders, receivers)
 
-    def reestimate(self) -> None:
-        """Refresh every flow's expected rate after flows came or went."""
-        for flow in self.flows.values():
-            flow.rate_mbps = self.estimate(flow)
+    def reestimate(self, flow: Flow) -> None:
+        """Refresh the expected rates of the flows sharing a NIC with ``flow`` (it came or went)."""
+        for key in self.by_src.get(flow.src_ip, set()) | self.by_dst.get(flow.dst_ip, set()):
+            other = self.flows[key]
+            other.rate_mbps = self.estimate(other)
 
     def grant(self, flow: Flow, seq: int = 0) -> PacketOut:
         """A RATE_GRANT of the flow's current rate, out of its NIC's ToR port."""
@@ -204,11 +207,15 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
 
     def _attach(self, flow: Flow) -> None:
         self.flows[flow.key] = flow
+        self.by_src.setdefault(flow.src_ip, set()).add(flow.key)
+        self.by_dst.setdefault(flow.dst_ip, set()).add(flow.key)
         for link in flow.path:
             self.on_link.setdefault(link, set()).add(flow.key)
 
     def _detach(self, flow: Flow) -> None:
         self.flows.pop(flow.key, None)
+        self.by_src.get(flow.src_ip, set()).discard(flow.key)
+        self.by_dst.get(flow.dst_ip, set()).discard(flow.key)
         for link in flow.path:
             self.on_link.get(link, set()).discard(flow.key)
 

@@ -20,6 +20,10 @@ from controllers.maxmin import max_min_rates
 from topologies.model import Topology
 
 
+#: Up to this many active flows, a new flow's path is the one with its largest max-min share.
+EXACT_CHOICE_FLOWS = 64
+
+
 class ProactiveAlgorithm(FlowRoutingAlgorithm):
     """Max-min fair rates granted to every flow before it sends."""
 
@@ -44,15 +48,26 @@ class ProactiveAlgorithm(FlowRoutingAlgorithm):
             counts = [(len(self.on_link.get(link, ())) + 1) / self.capacity[link]
                       for link in path]
             return (-round(share, 6), max(counts), sum(counts))
+        def count_cost(path: Path) -> tuple[float, float]:
+            return cost_by_counts(path)[1:]
+
+        def cost_by_counts(path: Path) -> tuple[float, float, float]:
+            counts = [(len(self.on_link.get(link, ())) + 1) / self.capacity[link]
+                      for link in path]
+            return (0.0, max(counts), sum(counts))
         if len(candidates) == 1:
             return candidates[0]
+        # A max-min allocation per candidate costs O(flows): beyond a few dozen active
+        # flows the answer to a request would come late, so counts decide.
+        if len(self.flows) > EXACT_CHOICE_FLOWS:
+            return min(candidates, key=count_cost)
         return min(candidates, key=cost)
 
     def granted_mbps(self, flow: Flow) -> float:
         """The flow's max-min fair share."""
         return flow.rate_mbps
 
-    def reestimate(self) -> None:
+    def reestimate(self, flow: Flow) -> None:
         """Rates are the max-min allocation of `after_change`, not estimates."""
 
     def estimate(self, flow: Flow) -> float:
