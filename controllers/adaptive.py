@@ -48,12 +48,14 @@ class AdaptiveAlgorithm(FlowRoutingAlgorithm):
         return max(reserved, measured)
 
     def path_cost(self, path: Path, flow: Flow | None = None) -> tuple[float, float]:
-        """(worst, total) link load as shares of capacity if ``flow`` ran on ``path``."""
+        """(worst, total) switch-link load as shares of capacity if ``flow`` ran on ``path``."""
         worst = total = 0.0
         extra = flow.rate_mbps if flow else 0.0
-        for link in path:
+        for link in path[1:-1]:  # the NIC links are the same on every candidate
             share = (self.load(link, flow) + extra) / self.capacity[link]
-            worst, total = max(worst, share), total + share
+            total += share
+            if share > worst:
+                worst = share
         return (worst, total)
 
     def on_load(self, node: Node, measured: dict[LinkKey, float], now: float) -> list[Intent]:

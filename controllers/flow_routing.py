@@ -72,6 +72,8 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
         self.flows: dict[tuple[str, int], Flow] = {}
         self.on_link: dict[LinkKey, set[tuple[str, int]]] = {}
         self.by_src: dict[str, set[tuple[str, int]]] = {}
+        #: Sum of the rates of the flows on every directed link (Mb/s).
+        self.link_load: dict[LinkKey, float] = {}
         self.by_dst: dict[str, set[tuple[str, int]]] = {}
         self.down_keys: set[LinkKey] = set()
         self.grants = 0
@@ -160,7 +162,7 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
         """Refresh the expected rates of the flows sharing a NIC with ``flow`` (it came or went)."""
         for key in self.by_src.get(flow.src_ip, set()) | self.by_dst.get(flow.dst_ip, set()):
             other = self.flows[key]
-            other.rate_mbps = self.estimate(other)
+            self.set_rate(other, self.estimate(other))
 
     def grant(self, flow: Flow, seq: int = 0) -> PacketOut:
         """A RATE_GRANT of the flow's current rate, out of its NIC's ToR port."""
@@ -192,28 +194,44 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
         return min(candidates, key=lambda path: self.path_cost(path, flow))
 
     def path_cost(self, path: Path, flow: Flow | None = None) -> tuple[float, float]:
-        """(worst, total) link load in capacities if ``flow`` ran on ``path`` at its rate."""
+        """(worst, total) load as shares of capacity of the switch links of ``path`` (the NIC
+        links are the same on every candidate) if ``flow`` ran on it at its rate."""
         worst = total = 0.0
-        for link in path:
-            load = self.reserved(link, exclude=flow) + (flow.rate_mbps if flow else 0.0)
-            share = load / self.capacity[link]
-            worst, total = max(worst, share), total + share
+        extra = flow.rate_mbps if flow else 0.0
+        for link in path[1:-1]:
+            share = (self.reserved(link, exclude=flow) + extra) / self.capacity[link]
+            total += share
+            if share > worst:
+                worst = share
         return (worst, total)
 
     def reserved(self, link: LinkKey, exclude: Flow | None = None) -> float:
-        """Sum of the rates of the flows placed on ``link`` (Mb/s)."""
-        return sum(self.flows[key].rate_mbps for key in self.on_link.get(link, ())
-                   if exclude is None or key != exclude.key)
+        """Sum of the rates of the flows placed on ``link`` (Mb/s), ``exclude`` left out."""
+        load = self.link_load.get(link, 0.0)
+        if exclude is not None and exclude.key in self.on_link.get(link, ()):
+            load -= exclude.rate_mbps
+        return load
+
+    def set_rate(self, flow: Flow, mbps: float) -> None:
+        """Change a flow's rate, keeping the reserved load of its links in step."""
+        if flow.key in self.flows:
+            for link in flow.path:
+                self.link_load[link] = self.link_load.get(link, 0.0) + mbps - flow.rate_mbps
+        flow.rate_mbps = mbps
 
     def _attach(self, flow: Flow) -> None:
         self.flows[flow.key] = flow
+        for link in flow.path:
+            self.link_load[link] = self.link_load.get(link, 0.0) + flow.rate_mbps
         self.by_src.setdefault(flow.src_ip, set()).add(flow.key)
         self.by_dst.setdefault(flow.dst_ip, set()).add(flow.key)
         for link in flow.path:
             self.on_link.setdefault(link, set()).add(flow.key)
 
     def _detach(self, flow: Flow) -> None:
-        self.flows.pop(flow.key, None)
+        if self.flows.pop(flow.key, None) is not None:
+            for link in flow.path:
+                self.link_load[link] = self.link_load.get(link, 0.0) - flow.rate_mbps
         self.by_src.get(flow.src_ip, set()).discard(flow.key)
         self.by_dst.get(flow.dst_ip, set()).discard(flow.key)
         for link in flow.path:

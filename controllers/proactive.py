@@ -89,8 +89,8 @@ class ProactiveAlgorithm(FlowRoutingAlgorithm):
         for key, flow in sorted(self.flows.items()):
             rate = rates[key]
             if flow is new:
-                flow.rate_mbps = rate
+                self.set_rate(flow, rate)
             elif abs(rate - flow.rate_mbps) > GRANT_CHANGE * flow.rate_mbps:
                 (cuts if rate < flow.rate_mbps else raises).append(flow)
-                flow.rate_mbps = rate
+                self.set_rate(flow, rate)
         return [self.grant(flow) for flow in cuts + raises]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fabric import shaping
+from fabric import shaping, wire
 from fabric.reachability import all_pairs_ping
 from tests.emulation.conftest import start_network
 
@@ -31,6 +31,8 @@ def test_controller_answers_arp_when_neighbours_are_not_static(tmp_path):
         neighbours = net.exec("h1", ["ip", "neigh", "show", "dev", "eth0"]).stdout
         nic = next(n for n in net.topology.nics if n.server == "h5" and n.rail == 0)
         assert f"{nic.ip} lladdr {nic.mac}" in neighbours
-        assert "PERMANENT" not in neighbours
+        # Only the virtual fabric manager (in-band control) is a permanent entry.
+        permanent = [line for line in neighbours.splitlines() if "PERMANENT" in line]
+        assert [line.split()[0] for line in permanent] == [wire.MANAGER_IP], neighbours
     finally:
         net.stop()
