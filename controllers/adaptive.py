@@ -49,10 +49,16 @@ class AdaptiveAlgorithm(FlowRoutingAlgorithm):
 
     def path_cost(self, path: Path, flow: Flow | None = None) -> tuple[float, float]:
         """(worst, total) switch-link load as shares of capacity if ``flow`` ran on ``path``."""
+        # `load` inlined: this runs for every candidate path of every request.
         worst = total = 0.0
         extra = flow.rate_mbps if flow else 0.0
+        key = flow.key if flow else None
+        link_load, measured, on_link = self.link_load, self.measured, self.on_link
         for link in path[1:-1]:  # the NIC links are the same on every candidate
-            share = (self.load(link, flow) + extra) / self.capacity[link]
+            reserved, seen = link_load.get(link, 0.0), measured.get(link, 0.0)
+            if key is not None and key in on_link.get(link, ()):
+                reserved, seen = reserved - extra, seen - extra
+            share = ((reserved if reserved > seen else seen) + extra) / self.capacity[link]
             total += share
             if share > worst:
                 worst = share

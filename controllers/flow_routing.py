@@ -186,8 +186,10 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
     # -- paths ------------------------------------------------------------------------
     def candidates(self, flow: Flow) -> list[Path]:
         """Equal-cost paths of the flow that avoid links known to be down."""
-        return [path for path in self.finder.paths(flow.src_ip, flow.dst_ip)
-                if not self.down_keys.intersection(path)]
+        paths = self.finder.paths(flow.src_ip, flow.dst_ip)
+        if not self.down_keys:
+            return paths
+        return [path for path in paths if not self.down_keys.intersection(path)]
 
     def choose_path(self, flow: Flow, candidates: Sequence[Path], now: float) -> Path:
         """The path for a new or moved flow (default: least reserved load, then first)."""
