@@ -20,11 +20,7 @@ from experiments.analysis import load_run, read_csv  # noqa: E402
 CDF_POINTS = 20_000
 
 
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+_save = plots._save
 
 
 def efficiency_bars(ab: dict[str, Any], out_dir: Path) -> Path | None:

@@ -103,7 +103,7 @@ DEMO_ALGOS = "ecmp,adaptive,reactive,proactive"
 def demo(output: Optional[Path] = typer.Option(None, "-o", "--output", help="A/B folder"),
          repeat: str = typer.Option("5", "--repeat", help="repetitions per algorithm")) -> None:
     """The main job: the headline A/B (ecmp, adaptive, reactive, proactive) on the default
-    fabric, repeated; prints the table and writes a report (about 4 minutes here)."""
+    fabric, repeated; prints the table and writes a report (about 5 minutes here)."""
     from experiments.cli_ab import ab_command
     ab_command(spec=DEMO_SPEC, algos=DEMO_ALGOS, repeat=repeat, baseline="ecmp",
                output=output, as_json=False)
