@@ -9,6 +9,7 @@ the manager's address, so the NIC's kernel delivers them to its UDP socket.
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 from dataclasses import dataclass
@@ -48,15 +49,21 @@ def _checksum(header: bytes) -> int:
 def control_frame(dst_mac: str, dst_ip: str, message: wire.Message, ident: int = 0) -> bytes:
     """Ethernet/IPv4/UDP frame from the manager to a NIC carrying ``message`` (UDP 4791)."""
     payload = wire.encode(message)
-    udp = _UDP.pack(wire.ROCE_PORT, wire.ROCE_PORT, _UDP.size + len(payload), 0)
-    total = _IPV4.size + len(udp) + len(payload)
-    src, dst = socket.inet_aton(wire.MANAGER_IP), socket.inet_aton(dst_ip)
-    header = _IPV4.pack(0x45, 0, total, ident & 0xFFFF, 0x4000, 64, IP_PROTO_UDP, 0, src, dst)
-    header = _IPV4.pack(0x45, 0, total, ident & 0xFFFF, 0x4000, 64, IP_PROTO_UDP,
-                        _checksum(header), src, dst)
-    eth = _ETH.pack(mac_to_bytes(dst_mac), mac_to_bytes(wire.MANAGER_MAC), ETH_TYPE_IPV4)
-    frame = eth + header + udp + payload
+    frame = _headers(dst_mac, dst_ip, len(payload), ident & 0xFFFF) + payload
     return frame + bytes(max(0, 60 - len(frame)))
+
+
+@functools.lru_cache(maxsize=65536)
+def _headers(dst_mac: str, dst_ip: str, payload_len: int, ident: int) -> bytes:
+    """Ethernet + IPv4 + UDP headers of a control frame (the same for every grant to a NIC)."""
+    udp = _UDP.pack(wire.ROCE_PORT, wire.ROCE_PORT, _UDP.size + payload_len, 0)
+    total = _IPV4.size + len(udp) + payload_len
+    src, dst = socket.inet_aton(wire.MANAGER_IP), socket.inet_aton(dst_ip)
+    header = _IPV4.pack(0x45, 0, total, ident, 0x4000, 64, IP_PROTO_UDP, 0, src, dst)
+    header = _IPV4.pack(0x45, 0, total, ident, 0x4000, 64, IP_PROTO_UDP, _checksum(header),
+                        src, dst)
+    eth = _ETH.pack(mac_to_bytes(dst_mac), mac_to_bytes(wire.MANAGER_MAC), ETH_TYPE_IPV4)
+    return eth + header + udp
 
 
 def parse_control(frame: bytes) -> ControlPacket | None:
