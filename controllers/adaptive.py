@@ -39,17 +39,10 @@ class AdaptiveAlgorithm(FlowRoutingAlgorithm):
         self.cooldown_s = cooldown_s
         self.moves = 0
 
-    def load(self, link: LinkKey, exclude: Flow | None = None) -> float:
-        """Load of ``link`` in Mb/s without ``exclude``: max(reserved, measured)."""
-        reserved = self.reserved(link, exclude)
-        measured = self.measured.get(link, 0.0)
-        if exclude is not None and exclude.key in self.on_link.get(link, ()):
-            measured -= exclude.rate_mbps
-        return max(reserved, measured)
-
     def path_cost(self, path: Path, flow: Flow | None = None) -> tuple[float, float]:
         """(worst, total) switch-link load as shares of capacity if ``flow`` ran on ``path``."""
-        # `load` inlined: this runs for every candidate path of every request.
+        # A link's load is max(reserved, measured); inlined: this runs for every
+        # candidate path of every request.
         worst = total = 0.0
         extra = flow.rate_mbps if flow else 0.0
         key = flow.key if flow else None

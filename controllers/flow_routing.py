@@ -64,16 +64,15 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
     uses_port_stats = True
 
     def __init__(self, topology: Topology, seed: int = 0) -> None:
-        super().__init__(topology)
-        self.seed = seed
+        super().__init__(topology, seed)
         self.finder = PathFinder(topology, self.routes)
         self.capacity: dict[LinkKey, float] = capacities(topology)
         self.line_mbps = topology.spec.nic_mbps
         self.flows: dict[tuple[str, int], Flow] = {}
         self.on_link: dict[LinkKey, set[tuple[str, int]]] = {}
-        self.by_src: dict[str, set[tuple[str, int]]] = {}
         #: Sum of the rates of the flows on every directed link (Mb/s).
         self.link_load: dict[LinkKey, float] = {}
+        self.by_src: dict[str, set[tuple[str, int]]] = {}
         self.by_dst: dict[str, set[tuple[str, int]]] = {}
         self.down_keys: set[LinkKey] = set()
         self.grants = 0
@@ -92,9 +91,9 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
             intents += [rule for rule in self.rules(flow) if rule.dpid == node.dpid]
         return intents
 
-    def rules(self, flow: Flow, path: Path | None = None, command: str = "add") -> list[FlowRule]:
-        """Exact-match rules pinning ``flow`` to ``path`` (default its own), downstream first."""
-        path = flow.path if path is None else path
+    def rules(self, flow: Flow, command: str = "add") -> list[FlowRule]:
+        """Exact-match rules pinning ``flow`` to its path (or deleting them), downstream first."""
+        path = flow.path
         match = {"eth_type": 0x0800, "ip_proto": IP_PROTO_UDP, "ipv4_src": flow.src_ip,
                  "ipv4_dst": flow.dst_ip, "udp_src": flow.src_port, "udp_dst": wire.ROCE_PORT}
         out = []
@@ -223,21 +222,20 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
 
     def _attach(self, flow: Flow) -> None:
         self.flows[flow.key] = flow
-        for link in flow.path:
-            self.link_load[link] = self.link_load.get(link, 0.0) + flow.rate_mbps
         self.by_src.setdefault(flow.src_ip, set()).add(flow.key)
         self.by_dst.setdefault(flow.dst_ip, set()).add(flow.key)
         for link in flow.path:
+            self.link_load[link] = self.link_load.get(link, 0.0) + flow.rate_mbps
             self.on_link.setdefault(link, set()).add(flow.key)
 
     def _detach(self, flow: Flow) -> None:
-        if self.flows.pop(flow.key, None) is not None:
-            for link in flow.path:
-                self.link_load[link] = self.link_load.get(link, 0.0) - flow.rate_mbps
-        self.by_src.get(flow.src_ip, set()).discard(flow.key)
-        self.by_dst.get(flow.dst_ip, set()).discard(flow.key)
+        if self.flows.pop(flow.key, None) is None:
+            return
+        self.by_src[flow.src_ip].discard(flow.key)
+        self.by_dst[flow.dst_ip].discard(flow.key)
         for link in flow.path:
-            self.on_link.get(link, set()).discard(flow.key)
+            self.link_load[link] -= flow.rate_mbps
+            self.on_link[link].discard(flow.key)
 
     def move(self, flow: Flow, path: Path, now: float) -> list[Intent]:
         """Re-pin ``flow`` to ``path``: new rules (downstream first), then stale ones removed."""

@@ -38,29 +38,24 @@ class ProactiveAlgorithm(FlowRoutingAlgorithm):
         self.headroom = headroom
         self.allocatable = {link: mbps * headroom for link, mbps in self.capacity.items()}
 
-    def choose_path(self, flow: Flow, candidates: Sequence[Path], now: float) -> Path:
-        """The path on which the flow's max-min share is largest; ties: fewest flows per
-        capacity on the busiest link, then in total."""
-        def cost(path: Path) -> tuple[float, float, float]:
-            paths = {key: other.path for key, other in self.flows.items()}
-            paths[flow.key] = path
-            share = self.allocate(paths)[flow.key]
-            counts = [(len(self.on_link.get(link, ())) + 1) / self.capacity[link]
-                      for link in path]
-            return (-round(share, 6), max(counts), sum(counts))
-        def count_cost(path: Path) -> tuple[float, float]:
-            return cost_by_counts(path)[1:]
+    def crowding(self, path: Path) -> tuple[float, float]:
+        """(busiest, total) flows per capacity on ``path`` with one more flow on it."""
+        counts = [(len(self.on_link.get(link, ())) + 1) / self.capacity[link] for link in path]
+        return (max(counts), sum(counts))
 
-        def cost_by_counts(path: Path) -> tuple[float, float, float]:
-            counts = [(len(self.on_link.get(link, ())) + 1) / self.capacity[link]
-                      for link in path]
-            return (0.0, max(counts), sum(counts))
-        if len(candidates) == 1:
-            return candidates[0]
-        # A max-min allocation per candidate costs O(flows): beyond a few dozen active
-        # flows the answer to a request would come late, so counts decide.
-        if len(self.flows) > EXACT_CHOICE_FLOWS:
-            return min(candidates, key=count_cost)
+    def choose_path(self, flow: Flow, candidates: Sequence[Path], now: float) -> Path:
+        """The path on which the flow's max-min share is largest; ties: `crowding`.
+
+        A max-min allocation per candidate costs O(flows): beyond
+        ``EXACT_CHOICE_FLOWS`` active flows the grant would come late, so crowding
+        alone decides."""
+        if len(candidates) == 1 or len(self.flows) > EXACT_CHOICE_FLOWS:
+            return min(candidates, key=self.crowding)
+        paths = {key: other.path for key, other in self.flows.items()}
+
+        def cost(path: Path) -> tuple[float, float, float]:
+            share = self.allocate({**paths, flow.key: path})[flow.key]
+            return (-round(share, 6), *self.crowding(path))
         return min(candidates, key=cost)
 
     def granted_mbps(self, flow: Flow) -> float:
