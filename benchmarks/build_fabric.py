@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fabric import ovs  # noqa: E402
-from fabric.network import Network  # noqa: E402
+from fabric.net import ovs  # noqa: E402
+from fabric.net.network import Network  # noqa: E402
 from topologies import Topology, build, from_dict, load  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")

@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controllers.adaptive import AdaptiveAlgorithm  # noqa: E402
-from controllers.proactive import ProactiveAlgorithm  # noqa: E402
-from fabric import wire  # noqa: E402
+from controllers.algorithms.adaptive import AdaptiveAlgorithm  # noqa: E402
+from controllers.algorithms.proactive import ProactiveAlgorithm  # noqa: E402
+from fabric.nic import wire  # noqa: E402
 from topologies import build, from_dict  # noqa: E402
 
 SPEC = {"name": "clos-2048x8", "rails": 8, "servers_per_pod": 32, "pods": 64, "spines": 32,

@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.analysis import analyze  # noqa: E402
+from experiments.analysis.analysis import analyze  # noqa: E402
 from experiments.runner import run  # noqa: E402
-from experiments.spec import from_dict  # noqa: E402
+from experiments.workload.spec import from_dict  # noqa: E402
 from topologies import preset  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")

@@ -12,18 +12,22 @@ import json
 import logging
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-from experiments.run_agents import AgentFleet
-from experiments.spec import Experiment
-from fabric import fidelity, ovs
-from fabric.network import Network
-from fabric.port_map import PortInfo, port_infos
-from fabric.telemetry import PortSampler, read_queues
+from controllers.algorithms.registry import ANNOUNCING
+from experiments.analysis.analysis import RUN_FORMAT
+from experiments.workload.spec import Experiment
+from fabric.measure import fidelity
+from fabric.measure.counters import DropSnapshot, fidelity_measurements
+from fabric.measure.cpu import CpuSampler
+from fabric.measure.ports import PortInfo, port_infos
+from fabric.measure.telemetry import PortSampler
+from fabric.net import ovs
+from fabric.net.network import Network
+from fabric.nic.fleet import AgentFleet, NicSettings
 from topologies import Topology, build
 from topologies.export import save
 
@@ -59,14 +63,12 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
             after_start(net)
         ports = port_infos(net)
         switch_ports = [p for p in ports if p.netns is None]
-        host_before = _host_drops(net)
-        ovs_before = ovs.interface_drops(net.prefix)
-        sockets_before = ovs.socket_drops()
-        fleet = AgentFleet(net, experiment, out_dir)
+        drops_before = DropSnapshot.take(net)
+        fleet = AgentFleet(net, nic_settings(experiment), out_dir)
         try:
             fleet.start()
             sampler = PortSampler({p.dev for p in switch_ports}, experiment.telemetry_rate_hz)
-            with fidelity.CpuSampler() as cpu, sampler:
+            with CpuSampler() as cpu, sampler:
                 for number, ((phase, iteration), rows) in enumerate(sorted(rounds.items()), 1):
                     size = rows[0]["collective_size"]
                     progress(f"round {number}/{len(rounds)}: {_human(size)} iteration "
@@ -77,21 +79,25 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
                 counters = fleet.finish()
         finally:
             fleet.stop()
-        host_drops = {k: v - host_before.get(k, 0) for k, v in _host_drops(net).items()}
-        socket_drops = ovs.socket_drops() - sockets_before
-        datapath_drops = {k: v - ovs_before.get(k, 0)
-                          for k, v in ovs.interface_drops(net.prefix).items()
-                          if v > ovs_before.get(k, 0)}
+        drops = DropSnapshot.take(net).since(drops_before)
         _write_ports(out_dir / "ports.csv", switch_ports, sampler)
         switch_drops = sum(s[-1].drops - s[0].drops for s in sampler.series.values() if s)
         _write_json(out_dir / "counters.json", {
-            "agents": counters, "qdisc_drops_switch": switch_drops,
-            "qdisc_drops_host": sum(host_drops.values()), "host_drops_by_port": host_drops,
-            "datapath_drops": sum(datapath_drops.values()) + socket_drops,
-            "ovs_socket_drops": socket_drops,
-            "datapath_drops_by_port": datapath_drops})
-        _write_fidelity(out_dir, cpu, switch_ports, sampler)
+            "agents": counters, "qdisc_drops_switch": switch_drops, **drops})
+        _write_json(out_dir / "fidelity.json", fidelity_measurements(cpu, sampler))
+    verdict = fidelity.judge_folder(out_dir)
+    progress("trusted" if verdict.trusted else "NOT trusted: " + "; ".join(verdict.reasons))
     return out_dir
+
+
+def nic_settings(experiment: Experiment) -> NicSettings:
+    """What the NIC agents need to know of an experiment (plain data, no spec objects)."""
+    transport = experiment.transport
+    return NicSettings(
+        transport=transport.kind, window_packets=transport.window_packets,
+        rto_ms=transport.rto_ms, ack_every=transport.ack_every,
+        delay_sample_every=experiment.delay_sample_every, salt=experiment.seed,
+        announce=transport.kind == "roce" and experiment.algorithm in ANNOUNCING)
 
 
 def _human(size: int) -> str:
@@ -107,17 +113,15 @@ def _write_json(path: Path, data: object) -> None:
 
 def _write_manifest(experiment: Experiment, topology: Topology, net: Network, out: Path) -> None:
     save(topology, out / "topology.json")
-    ovs_version = subprocess.run(["ovs-vsctl", "--version"], capture_output=True,
-                                 text=True).stdout.split("\n", 1)[0]
     cpu_model = next((line.split(":", 1)[1].strip() for line in
                       Path("/proc/cpuinfo").read_text().splitlines()
                       if line.startswith("model name")), platform.processor())
     _write_json(out / "manifest.json", {
         "spec": experiment.to_dict(), "seed": experiment.seed, "algorithm": experiment.algorithm,
-        "run_prefix": net.prefix, "topology_name": topology.name, "datapath": net.datapath,
+        "format": RUN_FORMAT, "run_prefix": net.prefix, "topology_name": topology.name, "datapath": net.datapath,
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "versions": {"railcc": _railcc_version(), "python": platform.python_version(),
-                     "ovs": ovs_version, "kernel": platform.release()},
+                     "ovs": ovs.version(), "kernel": platform.release()},
         "machine": {"cores": os.cpu_count(), "cpu": cpu_model,
                     "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
                                         / 2**30, 1)},
@@ -133,24 +137,6 @@ def _railcc_version() -> str:
         return "unknown"
 
 
-def _host_drops(net: Network) -> dict[str, int]:
-    """Cumulative drops at every server NIC, by 'server:intf': its egress queue plus what
-    the interface itself dropped (kernel rx/tx dropped counters)."""
-    drops: dict[str, int] = {}
-    for server in net.topology.servers():
-        netns = net.netns(server.name)
-        for dev, sample in read_queues(netns).items():
-            drops[f"{server.name}:{dev}"] = sample.drops
-        links = json.loads(subprocess.run(["ip", "-n", netns, "-s", "-j", "link", "show"],
-                                          capture_output=True, text=True, check=True).stdout)
-        for link in links:
-            stats = link.get("stats64", {})
-            key = f"{server.name}:{link['ifname']}"
-            drops[key] = (drops.get(key, 0) + stats.get("rx", {}).get("dropped", 0)
-                          + stats.get("tx", {}).get("dropped", 0))
-    return drops
-
-
 def _write_ports(path: Path, ports: list[PortInfo], sampler: PortSampler) -> None:
     by_dev = {p.dev: p for p in ports}
     with path.open("w", newline="") as handle:
@@ -164,47 +150,4 @@ def _write_ports(path: Path, ports: list[PortInfo], sampler: PortSampler) -> Non
                                  info.capacity_mbps, s.sent_bytes, s.sent_packets, s.drops,
                                  s.backlog_bytes])
 
-
-def _write_fidelity(out: Path, cpu: fidelity.CpuSampler, ports: list[PortInfo],
-                    sampler: PortSampler) -> None:
-    intervals = []
-    capacity = {p.dev: p.capacity_mbps for p in ports}
-    for dev, series in sampler.series.items():
-        for first, second in zip(series, series[1:]):
-            intervals.append(fidelity.PortInterval(
-                dev, second.time - first.time, second.sent_bytes - first.sent_bytes,
-                capacity[dev], first.backlog_bytes > 0 and second.backlog_bytes > 0))
-    shortfalls = fidelity.rate_shortfalls(intervals)
-    trusted, reasons = fidelity.verdict(cpu.machine_busy, cpu.ovs_busy, shortfalls)
-    send_buffer = ovs.send_buffer_bytes() if _datapath_is_userspace(ports) else None
-    peak = _peak_total_backlog(sampler)
-    if send_buffer is not None and peak > 0.8 * send_buffer:
-        trusted = False
-        reasons.append(f"OVS send buffer nearly exhausted: {peak} bytes queued at once, buffer "
-                       f"{send_buffer} (start OVS after raising net.core.wmem_default)")
-    if sampler.achieved_rate_hz() < 0.8 * sampler.rate_hz:
-        reasons.append(f"telemetry fell behind: {sampler.achieved_rate_hz():.1f} Hz of "
-                       f"{sampler.rate_hz:g} Hz")
-        trusted = False
-    _write_json(out / "fidelity.json", {
-        "trusted": trusted, "reasons": reasons,
-        "cpu_busy": [round(b, 3) for b in cpu.machine_busy],
-        "ovs_busy": [round(b, 3) for b in cpu.ovs_busy],
-        "link_rate_errors": shortfalls,
-        "telemetry_hz": round(sampler.achieved_rate_hz(), 2),
-        "ovs_send_buffer_bytes": send_buffer, "peak_total_backlog_bytes": peak,
-    })
-
-
-def _datapath_is_userspace(ports: list[PortInfo]) -> bool:
-    return ovs.datapath_type() == "netdev" and bool(ports)
-
-
-def _peak_total_backlog(sampler: PortSampler) -> int:
-    """Largest sum of all switch queues' backlogs seen in one telemetry round."""
-    rounds: dict[int, int] = {}
-    for series in sampler.series.values():
-        for index, sample in enumerate(series):
-            rounds[index] = rounds.get(index, 0) + sample.backlog_bytes
-    return max(rounds.values(), default=0)
 

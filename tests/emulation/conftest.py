@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from fabric import ovs
-from fabric.cleanup import list_netns
-from fabric.names import prefix_of_netns
-from fabric.network import Network
-from fabric.state import load_all
+from fabric.net import ovs
+from fabric.net.cleanup import list_netns
+from fabric.net.names import prefix_of_netns
+from fabric.net.network import Network
+from fabric.net.state import load_all
 from topologies import load
 
 pytestmark = pytest.mark.emulation

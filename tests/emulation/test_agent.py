@@ -12,8 +12,8 @@ from typing import Iterator
 
 import pytest
 
-from fabric.agent_client import AgentClient, wait_socket
-from fabric.network import Network
+from fabric.nic.client import AgentClient, wait_socket
+from fabric.net.network import Network
 from tests.emulation.conftest import start_network
 
 pytestmark = pytest.mark.emulation
@@ -44,7 +44,7 @@ def agents(net: Network, servers: list[str], out: Path,
     spec = net.topology.spec
     try:
         for server in servers:
-            procs[server] = net.popen(server, [sys.executable, "-m", "fabric.agent", "--server",
+            procs[server] = net.popen(server, [sys.executable, "-m", "fabric.nic.agent", "--server",
                                                server, "--socket", str(out / f"{server}.sock"),
                                                "--log", str(out / f"{server}.log")],
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from fabric.sh import batch
+from fabric.net.sh import batch
 from tests.emulation.test_run import delivered_everything, run_spec, spec_with
 
 pytestmark = pytest.mark.emulation

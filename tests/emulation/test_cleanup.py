@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from fabric import ovs
-from fabric.cleanup import list_netns, root_links
-from fabric.state import load_all, pid_alive
+from fabric.net import ovs
+from fabric.net.cleanup import list_netns, root_links
+from fabric.net.state import load_all, pid_alive
 from tests.emulation.conftest import SESSION_PREFIXES, railcc_leftovers, start_network
 
 pytestmark = pytest.mark.emulation

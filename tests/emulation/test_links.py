@@ -6,9 +6,10 @@ import subprocess
 
 import pytest
 
-from controllers.ofmsgs import HASH_TABLE
-from fabric import calibrate, shaping
-from fabric.netns import tx_checksum_enabled
+from controllers.openflow.ofmsgs import HASH_TABLE
+from fabric.measure import calibrate
+from fabric.net import shaping
+from fabric.net.netns import tx_checksum_enabled
 
 pytestmark = pytest.mark.emulation
 

@@ -2,8 +2,9 @@
 
 import pytest
 
-from fabric import shaping, wire
-from fabric.reachability import all_pairs_ping
+from fabric.net import shaping
+from fabric.nic import wire
+from fabric.measure.reachability import all_pairs_ping
 from tests.emulation.conftest import start_network
 
 pytestmark = pytest.mark.emulation

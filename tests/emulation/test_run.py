@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from experiments.analysis import analyze
+from experiments.analysis.analysis import analyze
 from experiments.runner import run
-from experiments.spec import from_dict, load_spec
-from fabric.cleanup import list_netns, netns_pids
-from fabric.names import prefix_of_netns
-from fabric.shaping import Shape, tc_lines
-from fabric.sh import batch
+from experiments.workload.spec import from_dict, load_spec
+from fabric.net.cleanup import list_netns, netns_pids
+from fabric.net.names import prefix_of_netns
+from fabric.net.shaping import Shape, tc_lines
+from fabric.net.sh import batch
 from tests.emulation.conftest import SESSION_PREFIXES, railcc_leftovers
 
 pytestmark = pytest.mark.emulation
@@ -144,7 +144,7 @@ def test_agent_dying_mid_run_fails_clearly_and_cleans_up(tmp_path):
             if ns.endswith("-h3"):
                 prefix = prefix_of_netns(ns)
                 agents = [pid for pid in netns_pids(ns)
-                          if b"fabric.agent" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+                          if b"fabric.nic.agent" in Path(f"/proc/{pid}/cmdline").read_bytes()]
                 if agents and (tmp_path / "out" / "agents" / "h3.sock").exists():
                     victim = agents[0]
         time.sleep(0.1)

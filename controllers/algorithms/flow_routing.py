@@ -1,0 +1,294 @@
+"""Per-flow routing on top of ECMP: the shared core of `adaptive`, `proactive`, `reactive`.
+
+NICs announce every flow (a QP's busy period) in-band before sending:
+FLOW_REQUEST (src, dst, bytes, UDP source port) and later FLOW_DONE
+(`controllers.core.inband`). For each request the algorithm picks one of the
+equal-cost paths (`choose_path`, overridden per algorithm), installs an exact
+5-tuple rule on every switch of the path but the last ToR (priority
+``PRIORITY_FLOW``, above the ECMP routes that still carry ACKs and unannounced
+traffic) and answers with a RATE_GRANT; the NIC sends only after the grant.
+A retransmitted request is answered again, never installed twice. When a
+fabric link goes down, every flow crossing it moves to another path at once
+(rules added downstream first, so no packet meets a missing rule).
+Subclasses react to flows arriving and leaving through `after_change`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from controllers.algorithms.ecmp import EcmpAlgorithm
+from controllers.core.events import PortCounters
+from controllers.core.inband import IP_PROTO_UDP, control_frame, manager_match, parse_control
+from controllers.core.intents import FlowRule, Intent, Output, PacketOut, ToController
+from controllers.core.paths import LinkKey, PathFinder, capacities, link_keys
+from fabric.nic import wire
+from topologies.model import TOR, Link, Node, Topology
+
+LOG = logging.getLogger(__name__)
+
+PRIORITY_PUNT = 300
+PRIORITY_FLOW = 280
+#: Rate changes smaller than this share are not worth a grant.
+GRANT_CHANGE = 0.01
+
+Path = tuple[LinkKey, ...]
+
+
+@dataclass
+class Flow:
+    """One announced flow: a QP's transfer from one NIC to another, and where it runs."""
+
+    src_ip: str
+    dst_ip: str
+    qp: int
+    src_port: int
+    size: int
+    started: float
+    path: Path = ()
+    rate_mbps: float = 0.0
+    moved_at: float = field(default=-1e9)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Identity: (source NIC address, QP number)."""
+        return (self.src_ip, self.qp)
+
+
+class FlowRoutingAlgorithm(EcmpAlgorithm):
+    """ECMP routes plus announced flows pinned to chosen paths (see the module docstring)."""
+
+    name = "flow-routing"
+    uses_port_stats = True
+
+    def __init__(self, topology: Topology, seed: int = 0) -> None:
+        super().__init__(topology, seed)
+        self.finder = PathFinder(topology, self.routes)
+        self.capacity: dict[LinkKey, float] = capacities(topology)
+        self.line_mbps = topology.spec.nic_mbps
+        self.flows: dict[tuple[str, int], Flow] = {}
+        self.on_link: dict[LinkKey, set[tuple[str, int]]] = {}
+        #: Sum of the rates of the flows on every directed link (Mb/s).
+        self.link_load: dict[LinkKey, float] = {}
+        self.by_src: dict[str, set[tuple[str, int]]] = {}
+        self.by_dst: dict[str, set[tuple[str, int]]] = {}
+        self.down_keys: set[LinkKey] = set()
+        self.grants = 0
+        #: Last cumulative tx counter of every switch egress: (time, bytes).
+        self.tx_counters: dict[LinkKey, tuple[float, int]] = {}
+        #: Last measured transmit rate (Mb/s) of every switch egress that reported.
+        self.measured: dict[LinkKey, float] = {}
+
+    # -- programs -------------------------------------------------------------------
+    def program(self, node: Node) -> list[Intent]:
+        """ECMP's program, the manager punt rule on ToRs, and the flow rules of this switch."""
+        intents = super().program(node)
+        if node.kind == TOR:
+            intents.append(FlowRule(node.dpid, PRIORITY_PUNT, manager_match(), (ToController(),)))
+        for flow in self.flows.values():
+            intents += [rule for rule in self.rules(flow) if rule.dpid == node.dpid]
+        return intents
+
+    def rules(self, flow: Flow, command: str = "add") -> list[FlowRule]:
+        """Exact-match rules pinning ``flow`` to its path (or deleting them), downstream first."""
+        path = flow.path
+        match = {"eth_type": 0x0800, "ip_proto": IP_PROTO_UDP, "ipv4_src": flow.src_ip,
+                 "ipv4_dst": flow.dst_ip, "udp_src": flow.src_port, "udp_dst": wire.ROCE_PORT}
+        out = []
+        for switch, port in reversed(path[1:-1]):
+            dpid = self.topology.node(switch).dpid
+            actions = (Output(port),) if command == "add" else ()
+            out.append(FlowRule(dpid, PRIORITY_FLOW, match, actions, command=command))
+        return out
+
+    # -- in-band control --------------------------------------------------------------
+    def packet_in(self, dpid: int, in_port: int, data: bytes, now: float) -> list[Intent]:
+        """Flow requests and completions go to the algorithm; ARP to ECMP's handler."""
+        packet = parse_control(data)
+        if packet is None:
+            return super().packet_in(dpid, in_port, data, now)
+        if isinstance(packet.message, wire.FlowRequest):
+            return self.flow_request(packet.message, now)
+        if isinstance(packet.message, wire.FlowDone):
+            return self.flow_done(packet.message, now)
+        LOG.debug("%s: ignored control %s from %s", self.name, packet.message, packet.src_ip)
+        return []
+
+    def flow_request(self, request: Any, now: float) -> list[Intent]:
+        """Place a new flow and grant it (a repeated request gets its grant again)."""
+        key = (request.src_ip, request.qp)
+        flow = self.flows.get(key)
+        if flow is not None:
+            return [self.grant(flow, request.seq)]
+        if self.finder.nic(request.src_ip) is None or self.finder.nic(request.dst_ip) is None:
+            LOG.warning("%s: request for unknown NIC %s -> %s", self.name, request.src_ip,
+                        request.dst_ip)
+            return []
+        flow = Flow(request.src_ip, request.dst_ip, request.qp, request.src_port,
+                    request.size_bytes, now)
+        candidates = self.candidates(flow)
+        if not candidates:
+            LOG.warning("%s: no path %s -> %s", self.name, flow.src_ip, flow.dst_ip)
+            return []
+        flow.rate_mbps = self.estimate(flow)
+        flow.path = self.choose_path(flow, candidates, now)
+        self._attach(flow)
+        self.reestimate(flow)
+        intents: list[Intent] = list(self.rules(flow))
+        intents += self.after_change(now, new=flow)
+        intents.append(self.grant(flow, request.seq))
+        return intents
+
+    def flow_done(self, done: Any, now: float) -> list[Intent]:
+        """Forget a finished flow and remove its rules."""
+        flow = self.flows.get((done.src_ip, done.qp))
+        if flow is None:
+            return []
+        self._detach(flow)
+        self.reestimate(flow)
+        return self.rules(flow, command="delete") + self.after_change(now)
+
+    def estimate(self, flow: Flow) -> float:
+        """Expected rate of ``flow`` (Mb/s): its NICs' line rate shared with their other flows."""
+        known = flow.key in self.flows
+        senders = len(self.by_src.get(flow.src_ip, ())) + (not known)
+        receivers = len(self.by_dst.get(flow.dst_ip, ())) + (not known)
+        return self.line_mbps / max(1, senders, receivers)
+
+    def reestimate(self, flow: Flow) -> None:
+        """Refresh the expected rates of the flows sharing a NIC with ``flow`` (it came or went)."""
+        for key in self.by_src.get(flow.src_ip, set()) | self.by_dst.get(flow.dst_ip, set()):
+            other = self.flows[key]
+            self.set_rate(other, self.estimate(other))
+
+    def grant(self, flow: Flow, seq: int = 0) -> PacketOut:
+        """A RATE_GRANT of the flow's current rate, out of its NIC's ToR port."""
+        self.grants += 1
+        kbps = max(1, int(self.granted_mbps(flow) * 1000))
+        return self._to_nic(flow, wire.RateGrant(flow.qp, kbps, seq & 0xFFFFFF))
+
+    def granted_mbps(self, flow: Flow) -> float:
+        """The rate a grant gives ``flow``: line rate (the NIC shares it); `proactive` overrides."""
+        return self.line_mbps
+
+    def cnp(self, flow: Flow) -> PacketOut:
+        """A congestion notification for the flow's QP, out of its NIC's ToR port."""
+        return self._to_nic(flow, wire.Cnp(flow.qp))
+
+    def _to_nic(self, flow: Flow, message: wire.Message) -> PacketOut:
+        nic = self.finder.nic(flow.src_ip)
+        return PacketOut(self.topology.node(nic.tor).dpid, nic.tor_port,
+                         control_frame(nic.mac, nic.ip, message))
+
+    # -- paths ------------------------------------------------------------------------
+    def candidates(self, flow: Flow) -> list[Path]:
+        """Equal-cost paths of the flow that avoid links known to be down."""
+        paths = self.finder.paths(flow.src_ip, flow.dst_ip)
+        if not self.down_keys:
+            return paths
+        return [path for path in paths if not self.down_keys.intersection(path)]
+
+    def choose_path(self, flow: Flow, candidates: Sequence[Path], now: float) -> Path:
+        """The path for a new or moved flow (default: least reserved load, then first)."""
+        return min(candidates, key=lambda path: self.path_cost(path, flow))
+
+    def path_cost(self, path: Path, flow: Flow | None = None) -> tuple[float, float]:
+        """(worst, total) load as shares of capacity of the switch links of ``path`` (the NIC
+        links are the same on every candidate) if ``flow`` ran on it at its rate."""
+        worst = total = 0.0
+        extra = flow.rate_mbps if flow else 0.0
+        for link in path[1:-1]:
+            share = (self.reserved(link, exclude=flow) + extra) / self.capacity[link]
+            total += share
+            if share > worst:
+                worst = share
+        return (worst, total)
+
+    def reserved(self, link: LinkKey, exclude: Flow | None = None) -> float:
+        """Sum of the rates of the flows placed on ``link`` (Mb/s), ``exclude`` left out."""
+        load = self.link_load.get(link, 0.0)
+        if exclude is not None and exclude.key in self.on_link.get(link, ()):
+            load -= exclude.rate_mbps
+        return load
+
+    def set_rate(self, flow: Flow, mbps: float) -> None:
+        """Change a flow's rate, keeping the reserved load of its links in step."""
+        if flow.key in self.flows:
+            for link in flow.path:
+                self.link_load[link] = self.link_load.get(link, 0.0) + mbps - flow.rate_mbps
+        flow.rate_mbps = mbps
+
+    def _attach(self, flow: Flow) -> None:
+        self.flows[flow.key] = flow
+        self.by_src.setdefault(flow.src_ip, set()).add(flow.key)
+        self.by_dst.setdefault(flow.dst_ip, set()).add(flow.key)
+        for link in flow.path:
+            self.link_load[link] = self.link_load.get(link, 0.0) + flow.rate_mbps
+            self.on_link.setdefault(link, set()).add(flow.key)
+
+    def _detach(self, flow: Flow) -> None:
+        if self.flows.pop(flow.key, None) is None:
+            return
+        self.by_src[flow.src_ip].discard(flow.key)
+        self.by_dst[flow.dst_ip].discard(flow.key)
+        for link in flow.path:
+            self.link_load[link] -= flow.rate_mbps
+            self.on_link[link].discard(flow.key)
+
+    def move(self, flow: Flow, path: Path, now: float) -> list[Intent]:
+        """Re-pin ``flow`` to ``path``: new rules (downstream first), then stale ones removed."""
+        old = self.rules(flow)
+        self._detach(flow)
+        flow.path, flow.moved_at = path, now
+        self._attach(flow)
+        new = self.rules(flow)
+        kept = {rule.dpid for rule in new}
+        return new + [FlowRule(r.dpid, r.priority, r.match, (), command="delete")
+                      for r in old if r.dpid not in kept]
+
+    def link_change(self, link: Link, up: bool, now: float) -> list[Intent]:
+        """ECMP's route update, then every flow crossing a failed link moves off it."""
+        intents = super().link_change(link, up, now)
+        if link.tier == "host":
+            return intents
+        keys = set(link_keys(link))
+        (self.down_keys.difference_update if up else self.down_keys.update)(keys)
+        self.finder.set_routes(self.routes)
+        if up:
+            return intents
+        moved = 0
+        for flow_key in sorted(set().union(*(self.on_link.get(k, set()) for k in keys))):
+            flow = self.flows[flow_key]
+            candidates = self.candidates(flow)
+            if candidates:
+                intents += self.move(flow, self.choose_path(flow, candidates, now), now)
+                moved += 1
+        LOG.info("%s: link %s:%d-%s:%d down; %d flow(s) moved", self.name, link.a.node,
+                 link.a.port, link.b.node, link.b.port, moved)
+        return intents + self.after_change(now)
+
+    def after_change(self, now: float, new: Flow | None = None) -> list[Intent]:
+        """Hook: flows arrived, left or moved (``new`` is being granted by the caller)."""
+        return []
+
+    # -- measured load ----------------------------------------------------------------
+    def port_stats(self, dpid: int, stats: Sequence[PortCounters], now: float) -> list[Intent]:
+        """Turn cumulative tx counters into per-link measured rates; then `on_load`."""
+        node = self.fabric.switch(dpid)
+        if node is None:
+            return []
+        measured: dict[LinkKey, float] = {}
+        for counters in stats:
+            key = (node.name, counters.port)
+            last = self.tx_counters.get(key)
+            self.tx_counters[key] = (now, counters.tx_bytes)
+            if last is not None and now > last[0] and counters.tx_bytes >= last[1]:
+                measured[key] = (counters.tx_bytes - last[1]) * 8 / (now - last[0]) / 1e6
+        self.measured.update(measured)
+        return self.on_load(node, measured, now)
+
+    def on_load(self, node: Node, measured: dict[LinkKey, float], now: float) -> list[Intent]:
+        """Hook: fresh measured rates of one switch's egress links."""
+        return []

@@ -1,0 +1,183 @@
+"""Intents -> OpenFlow 1.3 messages for one datapath (uses only its ofproto and parser).
+
+Each function builds messages and sends nothing, so they can be serialized in
+unit tests with a stand-in datapath (an object with ``ofproto`` and
+``ofproto_parser``).
+
+Select groups are realized as *hash tables*, not OpenFlow groups: Open
+vSwitch's default select-group hash (dp_hash, symmetric L4) leaves UDP ports
+out, so every RoCEv2 flow between two NICs (UDP 4791, entropy in the source
+port) would land on one bucket, and choosing another hash needs OpenFlow 1.5
+group properties. Instead a rule pointing at select group G loads G into
+reg1, hashes the 5-tuple including UDP ports into reg0 (Nicira `multipath`,
+fields symmetric_l3l4+udp, basis = the hash salt) over HASH_SLOTS slots and
+continues in HASH_TABLE, where (reg1=G, reg0=slot) outputs on the slot's
+bucket. Buckets get slots in proportion to their weights; per-bucket
+statistics are the flow statistics of those entries.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+from controllers.core.intents import (Action, Bucket, ClearSwitch, FlowRule, Group, Intent, Meter,
+                                 Output, PacketOut, ToController, ToGroup)
+
+LOG = logging.getLogger(__name__)
+
+HASH_TABLE = 100
+HASH_SLOTS = 64
+NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP = 3   # enum nx_hash_fields in Open vSwitch
+NX_MP_ALG_MODULO_N = 0
+
+_GROUP_COMMAND = {"add": "OFPGC_ADD", "modify": "OFPGC_MODIFY", "delete": "OFPGC_DELETE"}
+_GROUP_TYPE = {"select": "OFPGT_SELECT", "indirect": "OFPGT_INDIRECT", "all": "OFPGT_ALL"}
+_METER_COMMAND = {"add": "OFPMC_ADD", "modify": "OFPMC_MODIFY", "delete": "OFPMC_DELETE"}
+
+
+def hash_slots(buckets: Iterable[Bucket], slots: int = HASH_SLOTS) -> list[int]:
+    """Output port of every hash slot: buckets interleaved, in proportion to their weights."""
+    expanded = [bucket.port for bucket in buckets for _ in range(max(1, bucket.weight))]
+    return [expanded[slot % len(expanded)] for slot in range(slots)] if expanded else []
+
+
+def switch_hash_basis(salt: int, dpid: int) -> int:
+    """Per-switch hash basis: switches with one basis would pick correlated paths (polarization)."""
+    return (salt * 0x9E37 + dpid * 0x85EB + (dpid >> 32) * 0xC2B3) & 0xFFFF
+
+
+def hash_actions(datapath: Any, group_id: int, salt: int = 0) -> list[Any]:
+    """Actions that pick a slot of select group ``group_id`` by 5-tuple hash (see module doc)."""
+    parser = datapath.ofproto_parser
+    from os_ken.ofproto import nicira_ext
+    return [
+        parser.NXActionRegLoad(ofs_nbits=nicira_ext.ofs_nbits(0, 31), dst="reg1", value=group_id),
+        parser.NXActionMultipath(fields=NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP, basis=salt & 0xFFFF,
+                                 algorithm=NX_MP_ALG_MODULO_N, max_link=HASH_SLOTS - 1, arg=0,
+                                 ofs_nbits=nicira_ext.ofs_nbits(0, 15), dst="reg0"),
+    ]
+
+
+def actions(datapath: Any, wanted: Iterable[Action], salt: int = 0) -> list[Any]:
+    """OpenFlow action objects for intent actions (a group becomes the hash actions)."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    out = []
+    for action in wanted:
+        if isinstance(action, Output):
+            out.append(parser.OFPActionOutput(action.port))
+        elif isinstance(action, ToGroup):
+            out += hash_actions(datapath, action.group_id, salt)
+        elif isinstance(action, ToController):
+            out.append(parser.OFPActionOutput(ofp.OFPP_CONTROLLER, action.max_len))
+        else:
+            raise TypeError(f"ofmsgs: unknown action {action!r}")
+    return out
+
+
+def flow_mod(datapath: Any, rule: FlowRule, salt: int = 0) -> Any:
+    """OFPFlowMod adding (or strictly deleting) one flow rule."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    match = parser.OFPMatch(**dict(rule.match))
+    if rule.command == "delete":
+        return parser.OFPFlowMod(datapath, table_id=rule.table, command=ofp.OFPFC_DELETE_STRICT,
+                                 priority=rule.priority, match=match,
+                                 out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)
+    instructions = []
+    if rule.meter_id is not None:
+        instructions.append(parser.OFPInstructionMeter(rule.meter_id, ofp.OFPIT_METER))
+    if rule.actions:
+        instructions.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS,
+                                                         actions(datapath, rule.actions, salt)))
+    if any(isinstance(action, ToGroup) for action in rule.actions):
+        instructions.append(parser.OFPInstructionGotoTable(HASH_TABLE))
+    return parser.OFPFlowMod(datapath, table_id=rule.table, command=ofp.OFPFC_ADD,
+                             priority=rule.priority, match=match, instructions=instructions)
+
+
+def hash_group_mods(datapath: Any, group: Group) -> list[Any]:
+    """Hash-table entries realizing a select group (add/modify rewrite all slots; delete clears)."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    if group.command == "delete" or not group.buckets:
+        return [parser.OFPFlowMod(datapath, table_id=HASH_TABLE, command=ofp.OFPFC_DELETE,
+                                  out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+                                  match=parser.OFPMatch(reg1=group.group_id))]
+    return [parser.OFPFlowMod(
+        datapath, table_id=HASH_TABLE, command=ofp.OFPFC_ADD, priority=1,
+        match=parser.OFPMatch(reg0=slot, reg1=group.group_id),
+        instructions=[parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS,
+                                                   [parser.OFPActionOutput(port)])])
+        for slot, port in enumerate(hash_slots(group.buckets))]
+
+
+def group_mod(datapath: Any, group: Group) -> Any:
+    """OFPGroupMod for a (non-select) group; each bucket watches its output port."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    buckets = []
+    if group.command != "delete":
+        for bucket in group.buckets:
+            weight = bucket.weight if group.type == "select" else 0
+            buckets.append(parser.OFPBucket(weight=weight, watch_port=bucket.port,
+                                            watch_group=ofp.OFPG_ANY,
+                                            actions=[parser.OFPActionOutput(bucket.port)]))
+    return parser.OFPGroupMod(datapath, command=getattr(ofp, _GROUP_COMMAND[group.command]),
+                              type_=getattr(ofp, _GROUP_TYPE[group.type]),
+                              group_id=group.group_id, buckets=buckets)
+
+
+def meter_mod(datapath: Any, meter: Meter) -> Any:
+    """OFPMeterMod with one drop band (kb/s)."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    flags = ofp.OFPMF_KBPS | (ofp.OFPMF_BURST if meter.burst_kb else 0)
+    bands = [] if meter.command == "delete" else [
+        parser.OFPMeterBandDrop(rate=meter.rate_kbps, burst_size=meter.burst_kb)]
+    return parser.OFPMeterMod(datapath, command=getattr(ofp, _METER_COMMAND[meter.command]),
+                              flags=flags, meter_id=meter.meter_id, bands=bands)
+
+
+def packet_out(datapath: Any, out: PacketOut) -> Any:
+    """OFPPacketOut sending raw bytes out of one port."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    in_port = ofp.OFPP_CONTROLLER if out.in_port is None else out.in_port
+    return parser.OFPPacketOut(datapath, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
+                               actions=[parser.OFPActionOutput(out.out_port)], data=out.data)
+
+
+def clear_switch(datapath: Any) -> list[Any]:
+    """Delete every flow in every table, then every group."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    return [
+        parser.OFPFlowMod(datapath, table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE,
+                          out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=parser.OFPMatch()),
+        parser.OFPGroupMod(datapath, command=ofp.OFPGC_DELETE, group_id=ofp.OFPG_ALL),
+    ]
+
+
+def to_ofmsgs(datapath: Any, intents: Iterable[Intent], salt: int = 0) -> list[Any]:
+    """OpenFlow messages for the intents aimed at this datapath, in order.
+
+    Intents for other datapaths are skipped; rate grants and congestion
+    notifications are not OpenFlow messages (they travel as packet-outs once
+    an algorithm builds them) and are logged and skipped here.
+    """
+    dpid = datapath.id
+    salt = switch_hash_basis(salt, dpid)
+    messages: list[Any] = []
+    for intent in intents:
+        if getattr(intent, "dpid", dpid) != dpid:
+            continue
+        if isinstance(intent, FlowRule):
+            messages.append(flow_mod(datapath, intent, salt))
+        elif isinstance(intent, Group) and intent.type == "select":
+            messages += hash_group_mods(datapath, intent)
+        elif isinstance(intent, Group):
+            messages.append(group_mod(datapath, intent))
+        elif isinstance(intent, ClearSwitch):
+            messages += clear_switch(datapath)
+        elif isinstance(intent, PacketOut):
+            messages.append(packet_out(datapath, intent))
+        elif isinstance(intent, Meter):
+            messages.append(meter_mod(datapath, intent))
+        else:
+            LOG.warning("ofmsgs: %s is not an OpenFlow message; skipped", type(intent).__name__)
+    return messages

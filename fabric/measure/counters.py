@@ -1,0 +1,68 @@
+"""Drop counters of a live fabric, read before and after a run (counters.json), and the
+raw measurements the fidelity verdict judges (fidelity.json)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fabric.measure.cpu import CpuSampler
+from fabric.measure.telemetry import PortSampler, read_queues
+from fabric.net import ovs
+from fabric.net.network import Network
+from fabric.net.sh import run
+
+
+def host_drops(net: Network) -> dict[str, int]:
+    """Cumulative drops at every server NIC, by 'server:intf': its egress queue plus what
+    the interface itself dropped (kernel rx/tx dropped counters)."""
+    drops: dict[str, int] = {}
+    for server in net.topology.servers():
+        netns = net.netns(server.name)
+        for dev, sample in read_queues(netns).items():
+            drops[f"{server.name}:{dev}"] = sample.drops
+        links = json.loads(run(["ip", "-n", netns, "-s", "-j", "link", "show"]))
+        for link in links:
+            stats = link.get("stats64", {})
+            key = f"{server.name}:{link['ifname']}"
+            drops[key] = (drops.get(key, 0) + stats.get("rx", {}).get("dropped", 0)
+                          + stats.get("tx", {}).get("dropped", 0))
+    return drops
+
+
+@dataclass(frozen=True)
+class DropSnapshot:
+    """Every drop counter outside the switch queues at one moment."""
+
+    host: dict[str, int]
+    datapath: dict[str, int]
+    sockets: int
+
+    @classmethod
+    def take(cls, net: Network) -> "DropSnapshot":
+        """Read the host, OVS interface and OVS socket drop counters now."""
+        return cls(host_drops(net), ovs.interface_drops(net.prefix), ovs.socket_drops())
+
+    def since(self, before: "DropSnapshot") -> dict[str, Any]:
+        """The counters.json drop fields accumulated between ``before`` and this snapshot."""
+        host = {k: v - before.host.get(k, 0) for k, v in self.host.items()}
+        datapath = {k: v - before.datapath.get(k, 0) for k, v in self.datapath.items()
+                    if v > before.datapath.get(k, 0)}
+        sockets = self.sockets - before.sockets
+        return {"qdisc_drops_host": sum(host.values()), "host_drops_by_port": host,
+                "datapath_drops": sum(datapath.values()) + sockets,
+                "ovs_socket_drops": sockets, "datapath_drops_by_port": datapath}
+
+
+def fidelity_measurements(cpu: CpuSampler, sampler: PortSampler) -> dict[str, Any]:
+    """What fidelity.json records for the verdict: CPU samples, telemetry rate, OVS send buffer."""
+    userspace = ovs.datapath_type() == "netdev" and bool(sampler.series)
+    return {
+        "cpu_busy": [round(b, 3) for b in cpu.machine_busy],
+        "ovs_busy": [round(b, 3) for b in cpu.ovs_busy],
+        "telemetry_hz": round(sampler.achieved_rate_hz(), 2),
+        "telemetry_target_hz": sampler.rate_hz,
+        "ovs_send_buffer_bytes": ovs.send_buffer_bytes() if userspace else None,
+        "peak_total_backlog_bytes": sampler.peak_total_backlog(),
+    }

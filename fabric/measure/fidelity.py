@@ -1,0 +1,276 @@
+"""The ONE trusted verdict: was the emulator fast enough for a run's numbers to mean anything?
+
+Pure: it reads only the run folder's files (docs/run-folder.md), so the runner,
+`railcc report` and a laptop without root judge a run alike, and a run can be
+re-judged after the rules change. A run is *trusted* only when
+
+- the machine was not CPU-bound (fidelity.json ``cpu_busy``): total CPU busy
+  stayed under `CPU_BUSY_LIMIT` in all but a few per-second samples, and the
+  OVS forwarding thread (``ovs_busy``) under `OVS_BUSY_LIMIT` of a core. The
+  userspace datapath's cost is per wake-up, so 80-90 % of a core at light load
+  is normal; only a pegged thread means it fell behind;
+- every link ran at its configured rate when it had work (ports.csv): over
+  each stretch of at least half a second in which a switch egress queue stayed
+  backlogged, it sent at least (1 - `RATE_TOLERANCE`) x its capacity;
+- the OVS send buffer never nearly filled, and telemetry kept its rate;
+- no packet queued longer than the modelled queues allow (delays.csv p99);
+- the NIC agents did not fall behind their line rate (counters.json
+  ``late_bytes``);
+- packets are conserved: NIC-to-NIC packets sent = received + every counted
+  drop (counters.json).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from topologies.export import load_json
+from topologies.spec import FabricSpec
+
+CPU_BUSY_LIMIT = 0.95
+OVS_BUSY_LIMIT = 0.97
+RATE_TOLERANCE = 0.05
+#: Fraction of 1-s samples allowed over the limits (start-up blips).
+BUSY_SAMPLE_ALLOWANCE = 0.10
+#: Backlogged stretches shorter than this are not judged (one jumbo frame is ~7 % of 0.1 s).
+MIN_STRETCH_S = 0.5
+#: Queued bytes (all switch queues at once) allowed, as a share of OVS's socket send buffer.
+SEND_BUFFER_LIMIT = 0.8
+#: Telemetry must reach this share of its configured rate.
+TELEMETRY_MIN_FRACTION = 0.8
+#: Processing allowance on top of the modelled queues (Python NICs, OVS hops).
+DELAY_SLACK_MS = 20.0
+#: Share of line-rate credit the NICs may lose to late wake-ups before a run is untrusted.
+NIC_LATENESS_LIMIT = 0.05
+#: Imbalance tolerated by the conservation check, as a share of packets sent. The agents'
+#: counters are exact, but switch-queue drops are read from qdisc counters at telemetry
+#: sample times; under heavy drops the two disagree by a few packets per ten thousand
+#: (measured: up to 0.18 %). A datapath that cannot keep up loses whole percents.
+CONSERVATION_SLACK = 0.005
+
+
+@dataclass(frozen=True)
+class PortInterval:
+    """One telemetry interval of one switch egress queue."""
+
+    port: str
+    seconds: float
+    sent_bytes: int
+    capacity_mbps: float
+    backlogged: bool
+
+
+@dataclass(frozen=True)
+class Conservation:
+    """Outcome of a packet-conservation check."""
+
+    ok: bool
+    unaccounted: int
+    verdict: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Trusted or not, every reason, and the figures each check looked at."""
+
+    trusted: bool
+    reasons: list[str]
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The verdict as summary.json holds it."""
+        return {"trusted": self.trusted, "reasons": list(self.reasons), "checks": self.checks}
+
+
+def _backlogged_stretches(intervals: list[PortInterval]) -> list[tuple[str, float, int, float]]:
+    """(port, seconds, bytes, capacity) of each run of consecutive backlogged intervals."""
+    stretches = []
+    current: list[PortInterval] = []
+    for interval in intervals + [PortInterval("", 0.0, 0, 1.0, False)]:
+        if interval.backlogged and (not current or current[-1].port == interval.port):
+            current.append(interval)
+            continue
+        if current:
+            stretches.append((current[0].port, sum(i.seconds for i in current),
+                              sum(i.sent_bytes for i in current), current[0].capacity_mbps))
+        current = [interval] if interval.backlogged else []
+    return stretches
+
+
+def rate_shortfalls(intervals: list[PortInterval], min_seconds: float = MIN_STRETCH_S) -> list[str]:
+    """Ports that stayed backlogged for ``min_seconds`` or more yet sent under
+    (1 - RATE_TOLERANCE) x capacity (intervals in time order per port)."""
+    worst: dict[str, float] = {}
+    for port, seconds, sent, capacity in _backlogged_stretches(intervals):
+        if seconds < min_seconds:
+            continue
+        ratio = 8 * sent / seconds / 1e6 / capacity
+        if ratio < 1 - RATE_TOLERANCE:
+            worst[port] = min(ratio, worst.get(port, 1.0))
+    return [f"{port} sent {100 * ratio:.0f} % of its rate while backlogged"
+            for port, ratio in sorted(worst.items(), key=lambda item: item[1])]
+
+
+def port_intervals(rows: Iterable[Mapping[str, Any]]) -> list[PortInterval]:
+    """ports.csv rows -> intervals per egress queue ``node:port``, in time order per queue."""
+    series: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        series.setdefault(f"{row['node']}:{row['port']}", []).append(row)
+    intervals = []
+    for port, samples in sorted(series.items()):
+        samples.sort(key=lambda r: float(r["time_s"]))
+        for first, second in zip(samples, samples[1:]):
+            intervals.append(PortInterval(
+                port, float(second["time_s"]) - float(first["time_s"]),
+                int(second["sent_bytes"]) - int(first["sent_bytes"]),
+                float(first["capacity_mbps"]),
+                int(first["backlog_bytes"]) > 0 and int(second["backlog_bytes"]) > 0))
+    return intervals
+
+
+def cpu_reasons(machine_busy: list[float], ovs_busy: list[float]) -> list[str]:
+    """Why the CPU samples make a run untrusted ([] when they do not)."""
+    reasons = []
+    allowance = max(1, int(BUSY_SAMPLE_ALLOWANCE * max(len(machine_busy), 1)))
+    hot = [b for b in machine_busy if b > CPU_BUSY_LIMIT]
+    if len(hot) > allowance:
+        reasons.append(f"CPU-bound: machine over {CPU_BUSY_LIMIT:.0%} busy in {len(hot)} of "
+                       f"{len(machine_busy)} seconds (max {max(hot):.0%})")
+    hot_ovs = [b for b in ovs_busy if b > OVS_BUSY_LIMIT]
+    if len(hot_ovs) > allowance:
+        reasons.append(f"datapath-bound: ovs-vswitchd over {OVS_BUSY_LIMIT:.0%} of a core in "
+                       f"{len(hot_ovs)} of {len(ovs_busy)} seconds (max {max(hot_ovs):.0%})")
+    return reasons
+
+
+def conservation(sent: int, delivered: int, dropped: int, in_flight: int = 0,
+                 final: bool = True, slack: int = 0) -> Conservation:
+    """Check sent = delivered + dropped + in flight (and in flight = 0 at the end);
+    an imbalance of at most ``slack`` packets passes, and the verdict says so."""
+    unaccounted = sent - delivered - dropped - in_flight
+    if unaccounted and abs(unaccounted) <= slack and not (final and in_flight):
+        return Conservation(True, unaccounted,
+                            f"OK within slack: {sent} sent, {delivered} delivered + {dropped} "
+                            f"dropped, off by {unaccounted:+d} (slack {slack})")
+    if unaccounted > 0:
+        return Conservation(False, unaccounted,
+                            f"LOST: {unaccounted} of {sent} packets sent were neither delivered, "
+                            f"dropped nor in flight (uncounted drops?)")
+    if unaccounted < 0:
+        return Conservation(False, unaccounted,
+                            f"EXTRA: delivered + dropped + in flight exceed the {sent} packets "
+                            f"sent by {-unaccounted} (counted twice?)")
+    if final and in_flight:
+        return Conservation(False, 0, f"NOT DRAINED: {in_flight} packets still in flight "
+                                      "at the end of the run")
+    return Conservation(True, 0, f"OK: {sent} sent = {delivered} delivered + {dropped} dropped"
+                                 + (f" + {in_flight} in flight" if in_flight else ""))
+
+
+def agent_counters(counters: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """Per-server NIC agent counters of counters.json (older folders keep them at top level)."""
+    agents = counters.get("agents")
+    return agents if isinstance(agents, dict) else {
+        name: value for name, value in counters.items() if isinstance(value, dict)}
+
+
+def packet_balance(counters: Mapping[str, Any]) -> dict[str, Any]:
+    """Packets sent by agents = received + qdisc drops + socket drops, with a verdict."""
+    agents = agent_counters(counters)
+    if not agents:
+        return {"ok": False, "verdict": "UNKNOWN: counters.json has no agent counters"}
+    total = {key: sum(int(a.get(key, 0)) for a in agents.values())
+             for key in ("data_sent", "data_received", "acks_sent", "acks_received",
+                         "control_sent", "control_received", "socket_drops")}
+    # In-band control (requests, grants, CNPs) runs between NICs and the controller
+    # (packet-in / packet-out), not NIC to NIC, so it is reported but not balanced.
+    sent = total["data_sent"] + total["acks_sent"]
+    received = total["data_received"] + total["acks_received"]
+    dropped = (int(counters.get("qdisc_drops_switch", 0))
+               + int(counters.get("datapath_drops", 0))
+               + int(counters.get("qdisc_drops_host", 0)) + total["socket_drops"])
+    check = conservation(sent, received, dropped, slack=int(CONSERVATION_SLACK * sent))
+    return {"ok": check.ok, "sent": sent, "received": received, "dropped": dropped,
+            "unaccounted": check.unaccounted, "verdict": check.verdict, "by_class": total}
+
+
+def nic_lateness(counters: Mapping[str, Any]) -> float:
+    """Line-rate credit lost by NICs that woke up late with packets waiting, as a share of
+    what they sent plus what they lost (0 when the agents did not report it)."""
+    agents = agent_counters(counters)
+    sent = sum(int(a.get("wire_bytes_sent", 0)) for a in agents.values())
+    late = sum(int(a.get("late_bytes", 0)) for a in agents.values())
+    return late / (sent + late) if sent + late else 0.0
+
+
+def max_queueing_ms(tiers: int, buffer_bytes: int, slowest_mbps: float) -> float:
+    """The longest one-way delay the modelled queues allow: every egress queue on the
+    longest path (NIC, then up and down the tiers) full, plus DELAY_SLACK_MS."""
+    queues = 2 * tiers  # NIC, (tiers - 1) switches up, tiers switches down
+    return queues * buffer_bytes * 8 / (slowest_mbps * 1e3) + DELAY_SLACK_MS
+
+
+def judge(measured: Mapping[str, Any] | None, ports: Iterable[Mapping[str, Any]],
+          counters: Mapping[str, Any], delays_ms: list[float],
+          fabric: FabricSpec) -> Verdict:
+    """The verdict over a run's parsed files: fidelity.json (None when missing), ports.csv rows,
+    counters.json, one-way delays (ms) and the fabric's spec (topology.json)."""
+    if measured is None:
+        return Verdict(False, ["fidelity.json is missing: fidelity was not checked"])
+    reasons = cpu_reasons(list(measured.get("cpu_busy", [])), list(measured.get("ovs_busy", [])))
+    shortfalls = rate_shortfalls(port_intervals(ports))
+    if shortfalls:
+        more = f" (and {len(shortfalls) - 3} more)" if len(shortfalls) > 3 else ""
+        reasons.append("link rates off by more than 5 %: " + "; ".join(shortfalls[:3]) + more)
+    send_buffer = measured.get("ovs_send_buffer_bytes")
+    peak = int(measured.get("peak_total_backlog_bytes") or 0)
+    if send_buffer and peak > SEND_BUFFER_LIMIT * send_buffer:
+        reasons.append(f"OVS send buffer nearly exhausted: {peak} bytes queued at once, buffer "
+                       f"{send_buffer} (start OVS after raising net.core.wmem_default)")
+    target_hz, achieved_hz = measured.get("telemetry_target_hz"), measured.get("telemetry_hz")
+    if target_hz and achieved_hz is not None and achieved_hz < TELEMETRY_MIN_FRACTION * target_hz:
+        reasons.append(f"telemetry fell behind: {achieved_hz:.1f} Hz of {target_hz:g} Hz")
+    bound = max_queueing_ms(fabric.tiers, fabric.buffer_bytes,
+                            min(fabric.nic_mbps, fabric.fabric_mbps))
+    p99 = float(np.percentile(delays_ms, 99)) if delays_ms else None
+    if p99 is not None and p99 > bound:
+        reasons.append(f"one-way delay p99 {p99:.1f} ms exceeds the {bound:.1f} ms the modelled "
+                       "queues can hold: the emulator itself (NIC agents or datapath) queued "
+                       "packets")
+    late = nic_lateness(counters)
+    if late > NIC_LATENESS_LIMIT:
+        reasons.append(f"NIC agents fell behind their line rate: {100 * late:.0f} % of their "
+                       "sending credit was lost to late wake-ups (CPU-bound NICs)")
+    balance = packet_balance(counters)
+    if not balance.get("ok", False):
+        # Packets that vanished unaccounted (e.g. a datapath that could not keep
+        # up dropped them in its socket buffers) make every other figure suspect.
+        reasons.append(f"conservation: {balance.get('verdict')}")
+    checks = {"link_rate_errors": shortfalls, "delay_p99_ms": p99, "delay_bound_ms": bound,
+              "nic_lateness": late, "conservation": balance}
+    return Verdict(not reasons, reasons, checks)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def judge_folder(run_dir: Path | str) -> Verdict:
+    """Judge a run folder from its files alone (fidelity.json, ports.csv, counters.json,
+    delays.csv, topology.json)."""
+    path = Path(run_dir)
+    measured_path, counters_path = path / "fidelity.json", path / "counters.json"
+    measured = json.loads(measured_path.read_text()) if measured_path.exists() else None
+    counters = json.loads(counters_path.read_text()) if counters_path.exists() else {}
+    delays = [int(row["delay_ns"]) / 1e6 for row in _rows(path / "delays.csv")]
+    fabric = load_json(path / "topology.json").spec
+    return judge(measured, _rows(path / "ports.csv"), counters, delays, fabric)

@@ -1,0 +1,102 @@
+"""Start the railcc controller process (os-ken) and wait until it configured every switch."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fabric.net.sh import FabricError
+
+#: Substring of the controller's command line; cleanup checks it before killing a PID.
+MARKER = "controllers.openflow.launcher"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ControllerProcess:
+    """The controller as a child process bound to 127.0.0.1."""
+
+    def __init__(self, topology_json: Path, algorithm: str, run_dir: Path,
+                 port: int | None = None, stats_interval: float = 0.2,
+                 options: dict | None = None) -> None:
+        self.port = port or free_port()
+        self.ready_file = run_dir / "controller.ready"
+        self.log_file = run_dir / "controller.log"
+        self.stderr_file = run_dir / "controller.stderr"
+        self.argv = [sys.executable, "-m", MARKER, "--topology", str(topology_json),
+                     "--algo", algorithm, "--port", str(self.port),
+                     "--ready-file", str(self.ready_file), "--log", str(self.log_file),
+                     "--stats-interval", str(stats_interval)]
+        for key, value in sorted((options or {}).items()):
+            self.argv += ["--option", f"{key}={value}"]
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def target(self) -> str:
+        """The OVS controller target string."""
+        return f"tcp:127.0.0.1:{self.port}"
+
+    def start(self) -> int:
+        """Launch the process; returns its PID."""
+        self.ready_file.unlink(missing_ok=True)
+        with open(self.stderr_file, "wb") as stderr:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                         stdout=stderr, stderr=stderr,
+                                         start_new_session=True)
+        return self.proc.pid
+
+    def _ready(self) -> dict:
+        try:
+            return json.loads(self.ready_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def configured(self) -> set[int]:
+        """Datapath ids the controller has finished configuring (see controllers.openflow.shim)."""
+        return set(self._ready().get("configured", []))
+
+    def openflow_errors(self) -> int:
+        """OpenFlow error messages the switches sent the controller so far."""
+        return int(self._ready().get("errors", 0))
+
+    def wait_ready(self, dpids: set[int], timeout: float = 60.0) -> None:
+        """Block until every dpid is configured; FabricError if it dies or times out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if self.openflow_errors():
+                raise FabricError(f"controller: switches rejected OpenFlow messages "
+                                  f"(OFPErrorMsg in {self.log_file})")
+            if dpids <= self.configured():
+                return
+            time.sleep(0.05)
+        missing = len(dpids - self.configured())
+        raise FabricError(f"controller: {missing} of {len(dpids)} switches not configured "
+                          f"after {timeout:.0f} s (see {self.log_file})")
+
+    def check_alive(self) -> None:
+        """FabricError with the controller's last words if it has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            err = self.stderr_file.read_text(errors="replace").strip()
+            last = err.splitlines()[-1] if err else f"exit code {self.proc.returncode}"
+            raise FabricError(f"controller exited: {last} (log: {self.log_file})")
+
+    def stop(self, grace: float = 3.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

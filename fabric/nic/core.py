@@ -1,0 +1,280 @@
+"""The NIC agent's logic without sockets: messages, QPs, pacing, ACKs, records.
+
+``AgentCore`` is driven from outside: ``on_datagram`` for every UDP payload
+that arrived on a NIC, ``pump`` to transmit whatever pacing and windows allow
+now (it returns the monotonic ns of the next thing to do), plus the control
+operations. It sends through a ``Transport`` and reads time from a ``Clock``,
+so tests can join two cores with an in-memory lossy link and a fake clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fabric.nic import wire
+from fabric.nic.control import AgentConfig, ExpectSpec, RequestError, SendSpec
+from fabric.nic.flows import FlowAnnouncer
+from fabric.nic.port import Clock, NicPort, Transport, earliest
+from fabric.nic.pacing import TokenBucket, wire_bytes
+from fabric.nic.qp import _ACKREQ, _QP_MASK, DATA_HEAD, SendQP, qp_number, split_sizes
+from fabric.nic.records import (COUNTER_NAMES, Delivery, Records, SentMessage, progress,
+                                  write_csvs)
+from fabric.nic.gbn import GbnReceiver
+
+log = logging.getLogger(__name__)
+
+_DATA_OPS = frozenset(int(op) for op in wire.DATA_OPCODES)
+
+
+class AgentCore:
+    """State of one server's emulated RDMA NICs (see the module docstring)."""
+
+    def __init__(self, server: str, config: AgentConfig, transport: Transport,
+                 clock: Clock) -> None:
+        self.server = server
+        self.config = config
+        self.transport = transport
+        self.clock = clock
+        now = clock.mono_ns()
+        burst = 2 * wire_bytes(config.mtu)
+        self.count = dict.fromkeys(COUNTER_NAMES, 0)
+        self.nics = {nic.ip: NicPort(nic.ip, nic.rail, TokenBucket(config.line_mbps, burst, now),
+                                     transport, clock, self.count)
+                     for nic in config.nics}
+        self.nic_by_rail = {nic.rail: self.nics[nic.ip] for nic in config.nics}
+        self.send_qps: dict[int, SendQP] = {}
+        self.conns: dict[tuple[str, str, int], SendQP] = {}
+        self.recv_qps: dict[tuple[str, int], GbnReceiver] = {}
+        self.rates_by_dst: dict[str, float] = {}
+        self.records = Records()
+        self.unstarted: list[SentMessage] = []
+        self.pending: list[SentMessage] = []
+        self.received_ids: set[int] = set()
+        self.sent_done = 0
+        self.received_expected = 0
+        self.malformed = 0
+        self._release_due = False
+        self._next_start: int | None = None
+        self._next_timer: int | None = None
+        self._ports: dict[int, int] = {}
+        self.flows = FlowAnnouncer(config, self.count) if config.announce else None
+
+    # -- control ------------------------------------------------------------------
+    def load(self, sends: list[SendSpec], expects: list[ExpectSpec]) -> None:
+        """Add messages to send (they wait for the next ``start``) and to receive."""
+        clash = [s.id for s in sends if s.id in self.records.sent]
+        if clash:
+            raise RequestError(f"load.send: message id {clash[0]} already loaded")
+        for spec in sends:
+            message = SentMessage(spec.id, spec.src_rail, spec.dst_ip, spec.size,
+                                  spec.qps or self.config.qps_per_connection, spec.after)
+            self.records.sent[spec.id] = message
+            self.unstarted.append(message)
+        for spec in expects:
+            delivery = self.records.delivered.get(spec.id)
+            if delivery is None:
+                delivery = self.records.delivered[spec.id] = Delivery(spec.id, spec.dst_rail,
+                                                                      spec.size)
+            if not delivery.expected:
+                delivery.expected = True
+                delivery.dst_rail = spec.dst_rail
+                if spec.id in self.received_ids:
+                    self.received_expected += 1
+
+    def start(self, at_wall_ns: int | None) -> None:
+        """Let every loaded, not yet started message go from wall-clock time ``at_wall_ns``."""
+        now = self.clock.mono_ns()
+        at = now if at_wall_ns is None else now + (at_wall_ns - self.clock.wall_ns())
+        if not self.unstarted:
+            return
+        for message in self.unstarted:
+            message.not_before = at
+        self.pending += self.unstarted
+        self.unstarted = []
+        self._next_start = earliest(self._next_start, at)
+
+    def set_rate(self, dst_ip: str, mbps: float) -> int:
+        """Pace every QP toward ``dst_ip`` (now and later) at ``mbps``; QPs changed."""
+        now = self.clock.mono_ns()
+        self.rates_by_dst[dst_ip] = mbps
+        changed = 0
+        for qp in self.send_qps.values():
+            if qp.remote_ip == dst_ip:
+                qp.set_rate(mbps, now)
+                changed += 1
+        return changed
+
+    def counters(self) -> dict[str, int]:
+        """The counters of docs/run-folder.md."""
+        self.count["socket_drops"] = self.transport.socket_drops()
+        return dict(self.count)
+
+    def status(self) -> dict:
+        """Progress of the loaded messages (the ``status`` reply without ``ok``)."""
+        return progress(self.records, self.sent_done, self.received_expected, self.counters())
+
+    def finish(self, out_dir: str | Path | None = None) -> list[Path]:
+        """Write the three CSV files; their paths."""
+        return write_csvs(out_dir or self.config.out_dir, self.server, self.records)
+
+    # -- receiving ----------------------------------------------------------------
+    def on_datagram(self, nic_ip: str, src_ip: str, data: bytes | memoryview) -> None:
+        """Handle one UDP payload that arrived at NIC ``nic_ip`` from ``src_ip``."""
+        size = len(data)
+        if size >= 40 and data[0] in _DATA_OPS:
+            _, _, _, qpw, psnw, ts, mid, mlen, offset = DATA_HEAD.unpack_from(data)
+            self._on_data(self.nics[nic_ip], src_ip, qpw & _QP_MASK, psnw & _QP_MASK,
+                          bool(psnw & _ACKREQ), ts, mid, mlen, size - 40)
+            return
+        try:
+            message = wire.decode(bytes(data))
+        except wire.WireError as error:
+            self.malformed += 1
+            log.debug("malformed packet from %s: %s", src_ip, error)
+            return
+        now = self.clock.mono_ns()
+        if isinstance(message, wire.Ack):
+            self.count["acks_received"] += 1
+            self._on_ack(message, now)
+        elif isinstance(message, wire.Cnp):
+            self.count["cnps_received"] += 1
+            qp = self.send_qps.get(message.dest_qp)
+            if qp is not None:
+                qp.on_cnp(now)
+                self._next_timer = earliest(self._next_timer, qp.rate.next_recovery)
+        else:
+            self.count["control_received"] += 1
+            qp = self.send_qps.get(getattr(message, "qp", -1))
+            if isinstance(message, wire.RateGrant) and qp is not None:
+                if self.flows is not None:
+                    self.flows.on_grant(qp, message, now)
+                elif message.rate_kbps > 0:
+                    qp.set_rate(message.rate_kbps / 1000.0, now)
+
+    def _on_data(self, nic: NicPort, src_ip: str, qp: int, psn: int, ack_req: bool, ts: int,
+                 message_id: int, length: int, padding: int) -> None:
+        self.count["data_received"] += 1
+        wall = self.clock.wall_ns()
+        every = self.config.delay_sample_every
+        if every and self.count["data_received"] % every == 0:
+            self.records.delays.append((wall, src_ip, nic.ip, nic.rail, wall - ts))
+        receiver = self.recv_qps.get((src_ip, qp))
+        if receiver is None:
+            receiver = self.recv_qps[(src_ip, qp)] = GbnReceiver(0, self.config.ack_every)
+        action = receiver.on_data(psn, ack_req)
+        if action.deliver:
+            self._deliver(nic, message_id, length, padding, wall)
+        if action.ack is not None:
+            self._send_ack(nic, src_ip, wire.Ack(qp, action.ack))
+        if action.nak is not None:
+            self._send_ack(nic, src_ip, wire.nak(qp, action.nak))
+
+    def _deliver(self, nic: NicPort, message_id: int, length: int, padding: int,
+                 wall: int) -> None:
+        delivery = self.records.delivered.get(message_id)
+        if delivery is None:
+            delivery = self.records.delivered[message_id] = Delivery(message_id, nic.rail, length)
+        if delivery.first_ns is None:
+            delivery.first_ns = wall
+        delivery.bytes += padding
+        delivery.last_ns = wall
+        if delivery.complete and message_id not in self.received_ids:
+            self.received_ids.add(message_id)
+            if delivery.expected:
+                self.received_expected += 1
+            self._release_due = True
+
+    def _send_ack(self, nic: NicPort, dst_ip: str, ack: wire.Ack) -> None:
+        port = self._ports.get(ack.dest_qp)
+        if port is None:
+            port = self._ports[ack.dest_qp] = wire.udp_source_port(ack.dest_qp, self.config.salt)
+        nic.send_ack(port, dst_ip, wire.encode(ack))
+
+    def _on_ack(self, ack: wire.Ack, now: int) -> None:
+        qp = self.send_qps.get(ack.dest_qp)
+        if qp is None:
+            return
+        for share in qp.on_ack(ack.psn, ack.is_nak, now / 1e9):
+            message = share.message
+            message.shares_left -= 1
+            if message.shares_left == 0:
+                message.acked_ns = self.clock.wall_ns()
+                self.sent_done += 1
+        if self.flows is not None and qp.idle():
+            self._next_timer = earliest(self._next_timer, self.flows.on_idle(qp, now))
+
+    # -- sending ------------------------------------------------------------------
+    def _qp(self, nic: NicPort, remote_ip: str, index: int) -> SendQP:
+        key = (nic.ip, remote_ip, index)
+        qp = self.conns.get(key)
+        if qp is None:
+            number = qp_number(nic.ip, remote_ip, index, self.send_qps)
+            cfg = self.config
+            qp = SendQP(number, nic.ip, nic.rail, remote_ip, wire.udp_source_port(number, cfg.salt),
+                        cfg.mtu, cfg.line_mbps, cfg.window_packets, cfg.rto_ms / 1000.0,
+                        cfg.ack_every, self.clock.mono_ns(), self.rates_by_dst.get(remote_ip),
+                        # Announced flows are paced to exact shares: no bursts into a queue.
+                        burst_frames=1 if cfg.announce else 2)
+            self.conns[key] = self.send_qps[number] = qp
+            nic.qps.append(qp)
+        return qp
+
+    def _release(self, now: int) -> None:
+        """Queue the messages whose start time came and whose dependencies were received."""
+        waiting, self._next_start, self._release_due = [], None, False
+        for message in self.pending:
+            if message.not_before > now:
+                self._next_start = earliest(self._next_start, message.not_before)
+                waiting.append(message)
+            elif all(dep in self.received_ids for dep in message.after):
+                self._queue(message, now)
+            else:
+                waiting.append(message)
+        self.pending = waiting
+
+    def _queue(self, message: SentMessage, now: int) -> None:
+        nic = self.nic_by_rail[message.src_rail]
+        sizes = split_sizes(message.size, message.qps)
+        message.released = True
+        message.shares_left = len(sizes)
+        offset = 0
+        for index, length in enumerate(sizes):
+            qp = self._qp(nic, message.dst_ip, index)
+            qp.add_share(message, offset, length)
+            offset += length
+            if self.flows is not None:
+                self._next_timer = earliest(self._next_timer, self.flows.on_queued(qp, nic, now))
+
+    def pump(self) -> int | None:
+        """Transmit what pacing and windows allow now; monotonic ns of the next deadline."""
+        now = self.clock.mono_ns()
+        if self.pending and (self._release_due or (self._next_start is not None
+                                                   and now >= self._next_start)):
+            self._release(now)
+        if self._next_timer is not None and now >= self._next_timer:
+            self._timers(now)
+        deadline = earliest(self._next_start if self.pending else None, self._next_timer)
+        for nic in self.nics.values():
+            deadline = earliest(deadline, nic.pump(now))
+            if nic.timer_hint is not None:
+                self._next_timer = earliest(self._next_timer, nic.timer_hint)
+                nic.timer_hint = None
+        return earliest(deadline, self._next_timer)
+
+    def _timers(self, now: int) -> None:
+        """Retransmission timeouts and rate recovery of every QP; the next timer."""
+        next_timer, now_s = None, now / 1e9
+        for qp in self.send_qps.values():
+            rto = qp.deadline_ns()
+            if rto is not None and rto <= now:
+                qp.poll(now_s)
+                rto = qp.deadline_ns()
+            recovery = qp.rate.next_recovery
+            if recovery is not None and recovery <= now:
+                recovery = qp.recover(now)
+            next_timer = earliest(next_timer, earliest(rto, recovery))
+            if self.flows is not None:
+                flow_timer = self.flows.on_timer(qp, self.nic_by_rail[qp.rail], now)
+                next_timer = earliest(next_timer, flow_timer)
+        self._next_timer = next_timer

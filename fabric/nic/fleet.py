@@ -1,0 +1,175 @@
+"""The NIC agents of a run: start one per server, load collectives, wait, collect records."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fabric.net.network import Network
+from fabric.net.sh import FabricError, batch
+from fabric.nic.client import AgentClient, wait_socket
+
+log = logging.getLogger(__name__)
+
+START_DELAY_S = 0.3
+START_JITTER_S = 0.002
+POLL_S = 0.1
+_CSV_KINDS = ("messages", "deliveries", "delays")
+
+
+@dataclass(frozen=True)
+class NicSettings:
+    """How every NIC agent of a run behaves (plain data: the fleet knows no spec objects)."""
+
+    transport: str          # "roce" or "tcp"
+    window_packets: int
+    rto_ms: float
+    ack_every: int
+    delay_sample_every: int
+    salt: int               # UDP source-port hash salt and start-jitter seed
+    announce: bool          # announce flows in-band to the fabric manager
+
+
+class AgentFleet:
+    """One emulated RDMA NIC agent per server of a live fabric."""
+
+    def __init__(self, net: Network, settings: NicSettings, out_dir: Path) -> None:
+        self.net = net
+        self.settings = settings
+        self.out_dir = out_dir
+        self.agent_dir = out_dir / "agents"
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.clients: dict[str, AgentClient] = {}
+        self.neighbours: set[tuple[str, str, int]] = set()
+        self.rounds = 0
+
+    def start(self) -> None:
+        """Start and configure an agent in every server's namespace."""
+        self.agent_dir.mkdir(parents=True, exist_ok=True)
+        for server in self.net.topology.servers():
+            sock = self.agent_dir / f"{server.name}.sock"
+            sock.unlink(missing_ok=True)
+            self.procs[server.name] = self.net.popen(
+                server.name, [sys.executable, "-m", "fabric.nic.agent", "--server", server.name,
+                              "--socket", str(sock), "--log",
+                              str(self.agent_dir / f"{server.name}.log")],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=open(self.agent_dir / f"{server.name}.stderr", "wb"))
+        spec = self.net.topology.spec
+        settings = self.settings
+        for server, proc in self.procs.items():
+            sock = self.agent_dir / f"{server}.sock"
+            if not wait_socket(sock, timeout=20):
+                self._check_alive()
+                raise FabricError(f"agent {server}: no control socket after 20 s")
+            client = AgentClient(sock)
+            client.configure(
+                nics=[{"rail": nic.rail, "ip": nic.ip} for nic in self.net.topology.nics_of(server)],
+                mtu=spec.mtu, line_mbps=spec.nic_mbps, window_packets=settings.window_packets,
+                rto_ms=settings.rto_ms, qps_per_connection=1, salt=settings.salt,
+                ack_every=settings.ack_every, delay_sample_every=settings.delay_sample_every,
+                out_dir=str(self.agent_dir), transport=settings.transport, announce=settings.announce)
+            self.clients[server] = client
+
+    def _cross_rail_neighbours(self, rows: list[dict]) -> None:
+        """Permanent neighbour entries for messages that leave their rail (no ARP storm)."""
+        macs = {nic.ip: nic.mac for nic in self.net.topology.nics}
+        lines: dict[str, list[str]] = {}
+        for row in rows:
+            key = (row["src"], row["dst_ip"], row["src_rail"])
+            if row["src_rail"] != row["dst_rail"] and key not in self.neighbours:
+                self.neighbours.add(key)
+                lines.setdefault(row["src"], []).append(
+                    f"neigh replace {row['dst_ip']} lladdr {macs[row['dst_ip']]} "
+                    f"dev eth{row['src_rail']} nud permanent")
+        for server, server_lines in lines.items():
+            batch("ip", server_lines, netns=self.net.netns(server))
+
+    def run_round(self, rows: list[dict], timeout_s: float) -> None:
+        """Load one round of transfers (transfers.json rows) into the agents, start it
+        everywhere at once, and wait until every message is delivered."""
+        self._cross_rail_neighbours(rows)
+        for server, client in self.clients.items():
+            send = [{"id": r["id"], "src_rail": r["src_rail"], "dst_ip": r["dst_ip"],
+                     "size": r["size"], "qps": r.get("qps", 1), "after": r["after"]}
+                    for r in rows if r["src"] == server]
+            expect = [{"id": r["id"], "dst_rail": r["dst_rail"], "size": r["size"]}
+                      for r in rows if r["dst"] == server]
+            client.load(send, expect)
+        start_ns = time.time_ns() + int(START_DELAY_S * 1e9)
+        self.rounds += 1
+        # Seeded start jitter per server: repetitions sample timing luck, not only hashes.
+        jitter = random.Random(self.settings.salt * 100_003 + self.rounds)
+        for client in self.clients.values():
+            client.start(start_ns + int(jitter.uniform(0, START_JITTER_S) * 1e9))
+        self._wait(len(rows), timeout_s)
+
+    def _wait(self, total: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._check_alive()
+            self.net.controller and self.net.controller.check_alive()
+            statuses = {server: client.status() for server, client in self.clients.items()}
+            if all(status["done"] for status in statuses.values()):
+                return
+            if time.monotonic() > deadline:
+                received = sum(status["received"] for status in statuses.values())
+                raise FabricError(f"run timed out after {timeout_s:.0f} s: {received} of "
+                                  f"{total} messages delivered (see {self.agent_dir})")
+            time.sleep(POLL_S)
+
+    def _check_alive(self) -> None:
+        for server, proc in self.procs.items():
+            if proc.poll() is not None:
+                err = (self.agent_dir / f"{server}.stderr").read_text(errors="replace").strip()
+                last = err.splitlines()[-1] if err else f"exit code {proc.returncode}"
+                raise FabricError(f"agent {server} died: {last} "
+                                  f"(log: {self.agent_dir / (server + '.log')})")
+
+    def finish(self, quiesce_s: float = 0.5) -> dict[str, dict]:
+        """Let late packets (duplicate ACKs) land, have every agent write its records,
+        merge them into the run folder; returns the agents' counters."""
+        time.sleep(quiesce_s)
+        counters = {server: client.finish() for server, client in self.clients.items()}
+        for kind in _CSV_KINDS:
+            _merge_csv(sorted(self.agent_dir.glob(f"*.{kind}.csv")), self.out_dir / f"{kind}.csv")
+        return {server: reply.get("counters", reply) for server, reply in counters.items()}
+
+    def stop(self) -> None:
+        """Ask agents to quit, then end the processes we started (by PID)."""
+        for client in self.clients.values():
+            try:
+                client.quit()
+            except (OSError, FabricError, ValueError):
+                pass
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _merge_csv(parts: list[Path], target: Path) -> None:
+    """Concatenate CSV files that share a header."""
+    with target.open("w", newline="") as out:
+        writer = None
+        for part in parts:
+            with part.open(newline="") as handle:
+                reader = csv.reader(handle)
+                header = next(reader, None)
+                if header is None:
+                    continue
+                if writer is None:
+                    writer = csv.writer(out)
+                    writer.writerow(header)
+                writer.writerows(reader)

@@ -1,0 +1,206 @@
+"""OpenFlow conversion, the algorithm registry and the launcher's input checks (no switch)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from types import SimpleNamespace
+
+import pytest
+from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
+
+from controllers.openflow import launcher
+from controllers.algorithms.registry import ALGORITHMS, Algorithm, UnknownAlgorithm, make_algorithm
+from controllers.algorithms.ecmp import EcmpAlgorithm
+from controllers.core.intents import (Bucket, ClearSwitch, FlowRule, Group, Meter, Output, PacketOut,
+                                 RateGrant, ToController, ToGroup)
+from controllers.openflow.ofmsgs import (HASH_SLOTS, HASH_TABLE, hash_slots, switch_hash_basis,
+                               to_ofmsgs)
+from topologies import load
+from topologies.export import save
+
+DPID = 0x100000000
+
+
+def fake_datapath(dpid: int = DPID) -> SimpleNamespace:
+    return SimpleNamespace(id=dpid, ofproto=ofproto_v1_3, ofproto_parser=ofproto_v1_3_parser)
+
+
+def serialize(messages):
+    for xid, message in enumerate(messages, start=1):
+        message.set_xid(xid)
+        message.serialize()
+        assert len(message.buf) >= 8
+    return messages
+
+
+def test_switch_program_serializes_in_order():
+    topology = load("rail-2tier-small")
+    tor = topology.node("t0r0")
+    intents = EcmpAlgorithm(topology).switch_up(tor.dpid, 0.0)
+    messages = serialize(to_ofmsgs(fake_datapath(tor.dpid), intents))
+    kinds = [type(m).__name__ for m in messages]
+    assert kinds[:2] == ["OFPFlowMod", "OFPGroupMod"]  # clear: all flows, all groups
+    assert messages[0].command == ofproto_v1_3.OFPFC_DELETE
+    assert messages[0].table_id == ofproto_v1_3.OFPTT_ALL
+    assert messages[1].group_id == ofproto_v1_3.OFPG_ALL
+    # Select groups become hash-table entries, written before the rules that use them.
+    adds = [m for m in messages if type(m).__name__ == "OFPFlowMod"
+            and m.command == ofproto_v1_3.OFPFC_ADD]
+    last_slot = max(i for i, m in enumerate(adds) if m.table_id == HASH_TABLE)
+    first_user = min(i for i, m in enumerate(adds) if any(
+        type(ins).__name__ == "OFPInstructionGotoTable" for ins in m.instructions))
+    assert last_slot < first_user
+
+
+def test_flow_group_packet_out_meter_fields():
+    dp = fake_datapath()
+    intents = [
+        Group(DPID, 3, "select", (Bucket(5), Bucket(6, weight=2))),
+        FlowRule(DPID, 224, {"eth_type": 0x0800, "ipv4_dst": ("10.1.2.0", "255.255.255.0")},
+                 (ToGroup(3),)),
+        FlowRule(DPID, 100, {"eth_type": 0x0806}, (ToController(),)),
+        FlowRule(DPID, 0),
+        FlowRule(DPID, 232, {"eth_type": 0x0800, "ipv4_dst": "10.1.0.1"}, (Output(1),),
+                 command="delete"),
+        PacketOut(DPID, 4, b"\x01" * 60),
+        Meter(DPID, 1, 5000, 100),
+        Group(DPID, 3, command="delete"),
+        FlowRule(DPID + 1, 0),  # other switch: skipped
+        RateGrant("qp1", 5.0),  # not OpenFlow: skipped
+    ]
+    messages = serialize(to_ofmsgs(dp, intents, salt=7))
+    slots, rest = messages[:HASH_SLOTS], messages[HASH_SLOTS:]
+    route, arp, miss, delete, out, meter, group_del = rest
+    assert all(m.table_id == HASH_TABLE and m.match["reg1"] == 3 for m in slots)
+    assert [m.match["reg0"] for m in slots] == list(range(HASH_SLOTS))
+    ports = [m.instructions[0].actions[0].port for m in slots]
+    assert (ports.count(5), ports.count(6)) == (22, 42)  # weights 1:2
+    assert route.match["ipv4_dst"] == ("10.1.2.0", "255.255.255.0")
+    load_group, multipath = route.instructions[0].actions
+    assert (load_group.dst, load_group.value) == ("reg1", 3)
+    assert (multipath.fields, multipath.basis, multipath.max_link) == (
+        3, switch_hash_basis(7, DPID), HASH_SLOTS - 1)
+    assert route.instructions[1].table_id == HASH_TABLE
+    assert arp.instructions[0].actions[0].port == ofproto_v1_3.OFPP_CONTROLLER
+    assert miss.priority == 0 and miss.instructions == []
+    assert delete.command == ofproto_v1_3.OFPFC_DELETE_STRICT
+    assert out.in_port == ofproto_v1_3.OFPP_CONTROLLER and out.actions[0].port == 4
+    assert meter.bands[0].rate == 5000
+    assert group_del.table_id == HASH_TABLE and group_del.match["reg1"] == 3
+    assert group_del.command == ofproto_v1_3.OFPFC_DELETE
+    assert ClearSwitch(DPID) == ClearSwitch(DPID)
+
+
+def test_hash_slots_follow_weights_and_interleave():
+    assert hash_slots((Bucket(5), Bucket(6), Bucket(7)), slots=6) == [5, 6, 7, 5, 6, 7]
+    assert hash_slots((Bucket(1, 3), Bucket(2)), slots=8).count(1) == 6
+    assert hash_slots(()) == []
+
+
+def test_hash_basis_differs_per_switch_and_salt():
+    bases = {switch_hash_basis(0, dpid) for dpid in (0x100000000, 0x100000001, 0x200000000,
+                                                      0x300000000, 0x300000001)}
+    assert len(bases) == 5
+    assert switch_hash_basis(1, DPID) != switch_hash_basis(2, DPID)
+
+
+def test_registry_knows_ecmp_and_rejects_unknown():
+    topology = load("rail-2tier-small")
+    assert isinstance(make_algorithm("ecmp", topology), Algorithm)
+    assert make_algorithm("ecmp", topology).name == "ecmp" and "ecmp" in ALGORITHMS
+    with pytest.raises(UnknownAlgorithm, match=r"unknown name 'nope' \(known: adaptive, ecmp, proactive, reactive\)"):
+        make_algorithm("nope", topology)
+    with pytest.raises(UnknownAlgorithm, match="bad options"):
+        make_algorithm("ecmp", topology, bogus=1)
+
+
+def test_launcher_rejects_bad_topology_algo_and_busy_port(tmp_path, capsys):
+    missing = tmp_path / "none.json"
+    assert launcher.main(["--topology", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("railcc controller: --topology") and "\n" not in err
+    garbage = tmp_path / "bad.json"
+    garbage.write_text(json.dumps({"format": 99}))
+    assert launcher.main(["--topology", str(garbage)]) == 2
+    assert "format must be 1" in capsys.readouterr().err
+    good = save(load("rail-2tier-small"), tmp_path / "topo.json")
+    assert launcher.main(["--topology", str(good), "--algo", "nope"]) == 2
+    assert "unknown name 'nope'" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert launcher.main(["--topology", str(good), "--port", str(port)]) == 2
+    assert f"--port {port}" in capsys.readouterr().err
+
+
+def test_launcher_defaults():
+    args = launcher.parse_args(["--topology", "t.json"])
+    assert (args.algo, args.port, args.stats_interval) == ("ecmp", 6653, 0.2)
+    assert launcher.LISTEN_HOST == "127.0.0.1"
+
+
+class RecordingDatapath(SimpleNamespace):
+    """Stands in for an os-ken Datapath: records what the app sends."""
+
+    def __init__(self, dpid: int) -> None:
+        super().__init__(id=dpid, ofproto=ofproto_v1_3, ofproto_parser=ofproto_v1_3_parser,
+                         xid=0, sent=[])
+
+    def set_xid(self, msg):
+        self.xid += 1
+        msg.set_xid(self.xid)
+        return self.xid
+
+    def send_msg(self, msg):
+        if msg.xid is None:
+            self.set_xid(msg)
+        msg.serialize()
+        self.sent.append(msg)
+
+
+def test_shim_programs_switch_marks_ready_after_barrier_and_answers_arp(tmp_path):
+    from scapy.layers.l2 import ARP, Ether
+
+    from controllers.openflow import shim
+    topology = load("rail-2tier-small")
+    ready = tmp_path / "ready.json"
+    shim.configure(shim.ShimConfig(save(topology, tmp_path / "t.json"), "ecmp", ready))
+    app = shim.RailccController()
+    assert json.loads(ready.read_text()) == {"configured": [], "names": [], "expected": 12,
+                                             "complete": False, "errors": 0}
+    tor = topology.node("t0r0")
+    dp = RecordingDatapath(tor.dpid)
+    app.on_features(SimpleNamespace(msg=SimpleNamespace(datapath=dp)))
+    barrier = dp.sent[-1]
+    assert type(barrier).__name__ == "OFPBarrierRequest"
+    assert json.loads(ready.read_text())["configured"] == []
+    app.on_barrier(SimpleNamespace(msg=SimpleNamespace(datapath=dp, xid=barrier.xid + 7)))
+    assert json.loads(ready.read_text())["configured"] == []
+    app.on_barrier(SimpleNamespace(msg=SimpleNamespace(datapath=dp, xid=barrier.xid)))
+    state = json.loads(ready.read_text())
+    assert state["configured"] == [tor.dpid] and state["names"] == ["t0r0"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    asker, target = topology.nics[0], topology.nics[5]
+    frame = bytes(Ether(src=asker.mac, dst="ff:ff:ff:ff:ff:ff") /
+                  ARP(op=1, hwsrc=asker.mac, psrc=asker.ip, pdst=target.ip))
+    before = len(dp.sent)
+    app.on_packet_in(SimpleNamespace(msg=SimpleNamespace(
+        datapath=dp, match={"in_port": asker.tor_port}, data=frame)))
+    (out,) = dp.sent[before:]
+    assert out.actions[0].port == asker.tor_port and Ether(out.data)[ARP].hwsrc == target.mac
+
+
+def test_shim_handler_errors_are_logged_not_raised(tmp_path, caplog):
+    from controllers.openflow import shim
+    topology = load("rail-2tier-small")
+    shim.configure(shim.ShimConfig(save(topology, tmp_path / "t.json")))
+    app = shim.RailccController()
+    app.on_packet_in(SimpleNamespace(msg=None))
+    assert "handler on_packet_in failed" in caplog.text
+    error = SimpleNamespace(type=ofproto_v1_3.OFPET_GROUP_MOD_FAILED,
+                            code=ofproto_v1_3.OFPGMFC_UNKNOWN_GROUP, xid=9, data=b"\x04",
+                            datapath=SimpleNamespace(id=topology.node("s0").dpid))
+    app.on_error(SimpleNamespace(msg=error))
+    assert "OFPErrorMsg from switch s0" in caplog.text and "OFPGMFC_UNKNOWN_GROUP" in caplog.text

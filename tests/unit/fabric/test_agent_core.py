@@ -1,0 +1,296 @@
+"""AgentCore over an in-memory lossy link with a fake clock: transfers, loss, QPs, records."""
+
+from __future__ import annotations
+
+import heapq
+import random
+
+from fabric.nic.control import AgentConfig, Nic
+from fabric.nic.core import AgentCore
+
+WALL_OFFSET = 1_700_000_000_000_000_000
+
+
+class FakeClock:
+    """Injected time: monotonic ns advanced by the simulation; wall = mono + offset."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000_000_000
+
+    def mono_ns(self) -> int:
+        """Monotonic ns."""
+        return self.now
+
+    def wall_ns(self) -> int:
+        """Wall-clock ns."""
+        return self.now + WALL_OFFSET
+
+
+class SimNet:
+    """Joins agent cores by NIC IP; every datagram arrives after ``delay_ns`` unless lost."""
+
+    def __init__(self, clock: FakeClock, delay_ns: int = 100_000, loss: float = 0.0,
+                 seed: int = 1, refuse_every: int = 0) -> None:
+        self.clock = clock
+        self.delay_ns = delay_ns
+        self.loss = loss
+        self.rng = random.Random(seed)
+        self.refuse_every = refuse_every
+        self.queue: list = []
+        self.seq = 0
+        self.cores: dict[str, AgentCore] = {}
+        self.sent: list[tuple[str, int, str, bytes]] = []
+        self.lost = 0
+        self.refused = 0
+
+    def send(self, nic_ip: str, src_port: int, dst_ip: str, payload) -> bool:
+        """Transport.send: maybe refuse (ENOBUFS-like), maybe lose, else queue."""
+        self.seq += 1
+        if self.refuse_every and self.seq % self.refuse_every == 0:
+            self.refused += 1
+            return False
+        data = bytes(payload)
+        self.sent.append((nic_ip, src_port, dst_ip, data))
+        if self.rng.random() < self.loss:
+            self.lost += 1
+            return True
+        heapq.heappush(self.queue, (self.clock.now + self.delay_ns, self.seq, nic_ip, dst_ip, data))
+        return True
+
+    def socket_drops(self) -> int:
+        """No kernel here."""
+        return 0
+
+    def add(self, server: str, ips: list[str], **config) -> AgentCore:
+        """A core for ``server`` with one NIC per ip (rail = index)."""
+        options = dict(line_mbps=10.0, out_dir="unused", mtu=9000, window_packets=16,
+                       rto_ms=20.0, ack_every=4)
+        options.update(config)
+        cfg = AgentConfig(nics=tuple(Nic(rail, ip) for rail, ip in enumerate(ips)), **options)
+        core = AgentCore(server, cfg, self, self.clock)
+        for ip in ips:
+            self.cores[ip] = core
+        return core
+
+    def run(self, limit_s: float = 60.0) -> float:
+        """Advance time until every core is done (or the limit); seconds simulated."""
+        cores = list(dict.fromkeys(self.cores.values()))
+        begin = self.clock.now
+        limit = begin + int(limit_s * 1e9)
+        while self.clock.now < limit:
+            deadlines = [d for d in (core.pump() for core in cores) if d is not None]
+            if all(core.status()["done"] for core in cores) and not self.queue:
+                break
+            if self.queue:
+                deadlines.append(self.queue[0][0])
+            if not deadlines:
+                break
+            self.clock.now = max(self.clock.now + 1, min(deadlines))
+            while self.queue and self.queue[0][0] <= self.clock.now:
+                _, _, src_ip, dst_ip, data = heapq.heappop(self.queue)
+                if dst_ip in self.cores:
+                    self.cores[dst_ip].on_datagram(dst_ip, src_ip, data)
+        return (self.clock.now - begin) / 1e9
+
+
+# -- tests -------------------------------------------------------------------------------
+import csv  # noqa: E402
+
+import pytest  # noqa: E402
+
+from fabric.nic import wire  # noqa: E402
+from fabric.nic.control import ExpectSpec, SendSpec  # noqa: E402
+from fabric.nic.pacing import wire_bytes  # noqa: E402
+
+A, B, C = "10.0.0.1", "10.0.1.1", "10.0.2.1"
+
+
+def _pair(loss: float = 0.0, **config):
+    clock = FakeClock()
+    net = SimNet(clock, loss=loss, seed=7)
+    return clock, net, net.add("h1", [A], **config), net.add("h5", [B], **config)
+
+
+def _transfer(sender, receiver, mid: int, size: int, dst_ip: str = B, qps=None,
+              after=()) -> None:
+    sender.load([SendSpec(mid, 0, dst_ip, size, tuple(after), qps)], [])
+    receiver.load([], [ExpectSpec(mid, 0, size)])
+
+
+def test_lossless_transfer_runs_at_line_rate():
+    clock, net, h1, h5 = _pair()
+    size = 1_000_000
+    _transfer(h1, h5, 1, size)
+    h1.start(None)
+    h5.start(None)
+    net.run()
+    message, delivery = h1.records.sent[1], h5.records.delivered[1]
+    assert message.done and delivery.complete and delivery.bytes == size
+    assert message.retransmits == 0 and message.timeouts == 0 and message.naks == 0
+    packets = -(-size // wire.max_padding(9000))
+    assert message.packets == packets == h5.counters()["data_received"]
+    wire_total = packets * wire_bytes(9000)  # all but the last are full
+    expected_s = wire_total * 8 / 10e6
+    took_s = (delivery.last_ns - message.start_ns) / 1e9
+    assert abs(took_s - expected_s) / expected_s < 0.03, (took_s, expected_s)
+    status = h1.status()
+    assert status["done"] and status["sent_done"] == status["send_total"] == 1
+    assert h5.status()["received"] == 1
+
+
+def test_lossy_transfer_completes_with_retransmissions():
+    clock, net, h1, h5 = _pair(loss=0.03)
+    size = 2_000_000
+    _transfer(h1, h5, 1, size)
+    h1.start(None)
+    h5.start(None)
+    net.run(limit_s=120)
+    message = h1.records.sent[1]
+    assert net.lost > 0
+    assert message.done and h5.records.delivered[1].bytes == size
+    assert message.retransmits > 0
+    assert message.naks + message.timeouts > 0
+    counters = h1.counters()
+    assert counters["data_sent"] == message.packets
+    assert h5.counters()["data_received"] <= counters["data_sent"]
+    assert h5.counters()["acks_sent"] > 0 and counters["acks_received"] > 0
+
+
+def test_refused_sends_are_retried_not_dropped():
+    clock = FakeClock()
+    net = SimNet(clock, refuse_every=5)
+    h1, h5 = net.add("h1", [A]), net.add("h5", [B])
+    _transfer(h1, h5, 1, 300_000)
+    h1.start(None)
+    h5.start(None)
+    net.run()
+    assert net.refused > 0
+    assert h1.records.sent[1].done and h1.records.sent[1].retransmits == 0
+
+
+def test_message_is_split_over_qps_with_distinct_source_ports():
+    clock, net, h1, h5 = _pair()
+    _transfer(h1, h5, 1, 500_000, qps=4)
+    h1.start(None)
+    h5.start(None)
+    net.run()
+    assert h1.records.sent[1].done and h5.records.delivered[1].bytes == 500_000
+    ports = {port for nic, port, dst, data in net.sent if nic == A and data[0] <= 4}
+    assert len(ports) == 4
+    assert len(h1.send_qps) == 4 and len(h5.recv_qps) == 4
+
+
+def test_messages_pipeline_on_one_qp_with_continuing_psns():
+    clock, net, h1, h5 = _pair()
+    h1.load([SendSpec(1, 0, B, 40_000), SendSpec(2, 0, B, 40_000)], [])
+    h5.load([], [ExpectSpec(1, 0, 40_000), ExpectSpec(2, 0, 40_000)])
+    h1.start(None)
+    net.run()
+    psns = [int.from_bytes(data[9:12], "big") for nic, _, _, data in net.sent
+            if nic == A and data[0] <= 4]
+    assert psns == list(range(len(psns)))
+    assert h5.status()["received"] == 2 and h1.status()["sent_done"] == 2
+
+
+def test_dependency_waits_for_full_reception():
+    clock, net, h1, h5 = _pair()
+    h1.load([SendSpec(1, 0, B, 200_000)], [ExpectSpec(2, 0, 100_000)])
+    h5.load([SendSpec(2, 0, A, 100_000, after=(1,))], [ExpectSpec(1, 0, 200_000)])
+    h1.start(None)
+    h5.start(None)
+    net.run()
+    first, second = h5.records.delivered[1], h5.records.sent[2]
+    assert second.done and first.complete
+    assert second.start_ns >= first.last_ns
+
+
+def test_start_time_is_respected():
+    clock, net, h1, h5 = _pair()
+    _transfer(h1, h5, 1, 10_000)
+    at = clock.wall_ns() + 50_000_000
+    h1.start(at)
+    net.run()
+    assert h1.records.sent[1].start_ns >= at
+
+
+def test_set_rate_slows_the_qps_toward_that_destination():
+    clock, net, h1, h5 = _pair()
+    assert h1.set_rate(B, 2.5) == 0  # remembered for QPs made later
+    _transfer(h1, h5, 1, 200_000)
+    h1.start(None)
+    net.run()
+    message = h1.records.sent[1]
+    took_s = (message.acked_ns - message.start_ns) / 1e9
+    assert took_s > 0.55  # 200 kB at 2.5 Mb/s: 0.59 s after a 2-frame burst (10 Mb/s: 0.15 s)
+
+
+def test_cnp_halves_the_qp_rate_and_recovers():
+    clock, net, h1, h5 = _pair()
+    _transfer(h1, h5, 1, 50_000)
+    h1.start(None)
+    h1.pump()
+    qp = next(iter(h1.send_qps.values()))
+    h1.on_datagram(A, "10.255.255.254", wire.encode(wire.Cnp(qp.qp)))
+    assert qp.rate.current_mbps == 5.0 and qp.bucket.mbps == pytest.approx(5.0)
+    assert h1.counters()["cnps_received"] == 1
+    net.run()
+    clock.now += 1_000_000_000
+    h1.pump()
+    assert qp.rate.current_mbps == 10.0
+
+
+def test_rate_grant_sets_the_qp_rate():
+    clock, net, h1, h5 = _pair()
+    _transfer(h1, h5, 1, 50_000)
+    h1.start(None)
+    h1.pump()
+    qp = next(iter(h1.send_qps.values()))
+    h1.on_datagram(A, "10.255.255.254", wire.encode(wire.RateGrant(qp.qp, 3000)))
+    assert qp.rate.current_mbps == 3.0
+    assert h1.counters()["control_received"] == 1
+
+
+def test_malformed_packets_are_ignored():
+    clock, net, h1, h5 = _pair()
+    h1.on_datagram(A, B, b"\x99" * 40)
+    h1.on_datagram(A, B, b"\x11")
+    assert h1.malformed == 2
+
+
+def test_finish_writes_the_three_files(tmp_path):
+    clock, net, h1, h5 = _pair(delay_sample_every=2)
+    _transfer(h1, h5, 1, 100_000)
+    h1.start(None)
+    net.run()
+    paths = h5.finish(tmp_path)
+    assert [p.name for p in paths] == ["h5.messages.csv", "h5.deliveries.csv", "h5.delays.csv"]
+    h1.finish(tmp_path)
+    with open(tmp_path / "h1.messages.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["id"] == "1" and rows[0]["src"] == "h1" and rows[0]["qps"] == "1"
+    assert int(rows[0]["acked_ns"]) > int(rows[0]["start_ns"]) > 0
+    with open(tmp_path / "h5.deliveries.csv") as handle:
+        delivery = next(csv.DictReader(handle))
+    assert delivery == {"id": "1", "dst": "h5", "dst_rail": "0", "bytes": "100000",
+                        "first_ns": delivery["first_ns"], "last_ns": delivery["last_ns"]}
+    with open(tmp_path / "h5.delays.csv") as handle:
+        delays = list(csv.DictReader(handle))
+    packets = h5.counters()["data_received"]
+    assert len(delays) == packets // 2
+    assert all(row["src_ip"] == A and row["dst_ip"] == B and row["rail"] == "0" and
+               int(row["delay_ns"]) >= net.delay_ns for row in delays)
+
+
+def test_two_senders_share_one_nic_round_robin():
+    clock = FakeClock()
+    net = SimNet(clock)
+    h1 = net.add("h1", [A])
+    h5, h9 = net.add("h5", [B]), net.add("h9", [C])
+    h1.load([SendSpec(1, 0, B, 300_000), SendSpec(2, 0, C, 300_000)], [])
+    h5.load([], [ExpectSpec(1, 0, 300_000)])
+    h9.load([], [ExpectSpec(2, 0, 300_000)])
+    h1.start(None)
+    net.run()
+    one, two = h1.records.sent[1], h1.records.sent[2]
+    assert one.done and two.done
+    assert abs(one.acked_ns - two.acked_ns) < 20_000_000  # interleaved, not one after another

@@ -1,0 +1,124 @@
+"""Pure parts of the fabric: names, tc lines, read-back checks, telemetry parsing."""
+
+import json
+import random
+
+import pytest
+
+from fabric.net import names
+from fabric.measure.calibrate import LinkClassResult, OverloadResult, probe_pairs
+from fabric.net.plumbing import plan
+from fabric.net.shaping import Shape, parse_rate, problems, tc_lines
+from fabric.net.state import RunState
+from fabric.measure.telemetry import QueueSample, delta, parse_qdiscs
+from topologies import load
+
+SHAPE = Shape("rcabc-t0r0p1", None, 10.0, 90000, 9000)
+GOOD_QDISCS = [
+    {"kind": "htb", "handle": "1:", "root": True, "options": {"default": "0x1"}},
+    {"kind": "bfifo", "handle": "10:", "parent": "1:1", "options": {"limit": 90000}},
+]
+GOOD_CLASS = "class htb 1:1 root leaf 10: prio 0 rate 10Mbit ceil 10Mbit burst 18200b cburst 18200b"
+
+
+def test_run_prefix_names_fit_linux_limits():
+    prefix = names.new_run_prefix(rng=random.Random(1))
+    assert names.PREFIX_RE.match(prefix)
+    topology = load("rail-2tier")
+    p = plan(topology, prefix)
+    assert all(len(intf) <= 15 for intf in p.root_intfs)
+    assert all(len(bridge) <= 15 for bridge in p.bridges.values())
+    assert len(p.root_intfs) == 2 * len(topology.links) - len(topology.nics)
+    assert names.prefix_of_netns(names.netns_name(prefix, "h1")) == prefix
+    assert names.prefix_of_netns("railcc-notaprefix-h1") is None
+    assert names.prefix_of_netns("foreign-ns") is None
+
+
+def test_new_prefix_avoids_taken_ones():
+    rng = random.Random(7)
+    first = names.new_run_prefix(rng=random.Random(7))
+    assert names.new_run_prefix({first}, rng) != first
+
+
+def test_link_group_is_per_prefix():
+    assert names.link_group("rcaaa") != names.link_group("rcaab")
+
+
+def test_tc_lines_shape_rate_and_buffer():
+    lines = tc_lines(SHAPE)
+    assert lines[0].startswith("qdisc replace dev rcabc-t0r0p1 root handle 1: htb default 1")
+    assert "rate 10000kbit ceil 10000kbit" in lines[1]
+    assert lines[2].endswith("bfifo limit 90000")
+
+
+def test_read_back_accepts_the_right_shape():
+    assert problems(SHAPE, GOOD_QDISCS, GOOD_CLASS) == []
+
+
+@pytest.mark.parametrize("qdiscs, class_text, complaint", [
+    ([{"kind": "noqueue", "root": True}], GOOD_CLASS, "root qdisc is noqueue"),
+    ([], GOOD_CLASS, "root qdisc is none"),
+    (GOOD_QDISCS[:1], GOOD_CLASS, "bfifo child missing"),
+    ([GOOD_QDISCS[0], {**GOOD_QDISCS[1], "options": {"limit": 1000}}], GOOD_CLASS,
+     "bfifo limit 1000, want 90000"),
+    (GOOD_QDISCS, "", "htb class 1:1 missing"),
+    (GOOD_QDISCS, GOOD_CLASS.replace("rate 10Mbit", "rate 12Mbit"), "htb rate 12 Mb/s, want 10"),
+])
+def test_read_back_names_what_is_wrong(qdiscs, class_text, complaint):
+    found = problems(SHAPE, qdiscs, class_text)
+    assert found and complaint in found[0]
+
+
+def test_parse_rate_units():
+    assert parse_rate("10Mbit") == 10e6
+    assert parse_rate("800Kbit") == 800e3
+    assert parse_rate("1.5Gbit") == 1.5e9
+    with pytest.raises(ValueError):
+        parse_rate("10furlongs")
+
+
+def test_parse_qdiscs_keeps_root_htb_of_wanted_devices():
+    text = json.dumps([
+        {"kind": "htb", "root": True, "dev": "a", "bytes": 100, "packets": 2, "drops": 1,
+         "backlog": 9000, "qlen": 1},
+        {"kind": "bfifo", "parent": "1:1", "dev": "a", "bytes": 100, "drops": 1},
+        {"kind": "htb", "root": True, "dev": "b", "bytes": 5},
+        {"kind": "pfifo_fast", "root": True, "dev": "eth0"},
+    ])
+    samples = parse_qdiscs(text, 1.0, {"a"})
+    assert list(samples) == ["a"]
+    assert samples["a"] == QueueSample(1.0, 100, 2, 1, 9000, 1)
+
+
+def test_delta_of_series():
+    series = [QueueSample(0.0, 0, 0, 0, 0, 0), QueueSample(0.5, 10, 1, 0, 900, 1),
+              QueueSample(1.0, 50, 5, 3, 100, 1)]
+    change = delta(series)
+    assert (change.time, change.sent_bytes, change.drops, change.backlog_bytes) == (1.0, 50, 3, 900)
+
+
+def test_run_state_round_trip(tmp_path, monkeypatch):
+    import fabric.net.state as state_mod
+    monkeypatch.setattr(state_mod, "STATE_DIR", tmp_path)
+    state = RunState("rcxyz", 12345, "t", ["railcc-rcxyz-h1"], ["rcxyz-t0r0"], ["rcxyz-t0r0p1"])
+    state.save()
+    assert state_mod.load_all() == [state]
+    state.remove()
+    assert state_mod.load_all() == []
+
+
+def test_probe_pairs_cover_each_tier():
+    assert [c for c, _, _ in probe_pairs(load("rail-2tier-small"))] == ["host", "tor-spine"]
+    assert [c for c, _, _ in probe_pairs(load("rail-3tier"))] == ["host", "tor-leaf", "leaf-spine"]
+    topology = load("rail-3tier")
+    per_block = topology.spec.pods_per_block
+    _, src, dst = probe_pairs(topology)[2]
+    assert topology.node(src).pod // per_block != topology.node(dst).pod // per_block
+
+
+def test_calibration_verdicts():
+    assert LinkClassResult("host", "a->b", 10.0, 9.6).ok
+    assert not LinkClassResult("host", "a->b", 10.0, 9.4).ok
+    assert OverloadResult("p", 1.94, 10.0, 9.9, 12).ok
+    assert not OverloadResult("p", 1.94, 10.0, 9.9, 0).ok
+    assert not OverloadResult("p", 1.94, 10.0, 9.9, 12, {"root:x": 1}).ok

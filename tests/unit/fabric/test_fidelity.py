@@ -1,0 +1,116 @@
+"""The one trusted verdict: CPU-bound machines, slow links, late NICs, long delays and
+unbalanced packet counts each make a run untrusted, with the reason."""
+
+import pytest
+
+from fabric.measure.fidelity import (PortInterval, conservation, cpu_reasons, judge,
+                                     max_queueing_ms, port_intervals, rate_shortfalls)
+from topologies import load
+
+SMALL = load("rail-2tier-small").spec
+BALANCED = {"agents": {"h1": {"data_sent": 100, "acks_sent": 10, "data_received": 90,
+                              "acks_received": 10, "wire_bytes_sent": 1000, "late_bytes": 0}},
+            "qdisc_drops_switch": 10}
+CALM = {"cpu_busy": [0.3] * 20, "ovs_busy": [0.2] * 20, "telemetry_hz": 10.0,
+        "telemetry_target_hz": 10.0, "ovs_send_buffer_bytes": 16 << 20,
+        "peak_total_backlog_bytes": 90_000}
+
+
+def judged(measured=CALM, ports=(), counters=BALANCED, delays=(), **changes):
+    return judge({**measured, **changes} if measured else None, list(ports), counters,
+                 list(delays), SMALL)
+
+
+def test_idle_machine_and_full_rate_links_are_trusted():
+    intervals = [PortInterval("p1", 0.1, 125_000, 10.0, True)]  # exactly 10 Mb/s
+    assert rate_shortfalls(intervals) == []
+    verdict = judged()
+    assert verdict.trusted and verdict.reasons == []
+
+
+def test_backlogged_port_below_rate_is_a_shortfall():
+    intervals = ([PortInterval("p1", 0.1, 100_000, 10.0, True)] * 6      # 8 Mb/s, 0.6 s
+                 + [PortInterval("p2", 0.1, 10_000, 10.0, False)] * 6    # idle: fine
+                 + [PortInterval("p3", 0.1, 120_000, 10.0, True)] * 6    # 9.6 Mb/s: within 5 %
+                 + [PortInterval("p4", 0.1, 50_000, 10.0, True)] * 3)    # too short to judge
+    assert rate_shortfalls(intervals) == ["p1 sent 80 % of its rate while backlogged"]
+
+
+def test_ports_csv_rows_are_judged_per_queue():
+    rows = [{"time_s": 0.1 * i, "node": "t0r0", "port": "p3", "capacity_mbps": 10.0,
+             "sent_bytes": 100_000 * i, "backlog_bytes": 9000} for i in range(8)]
+    assert [i.sent_bytes for i in port_intervals(rows)] == [100_000] * 7
+    verdict = judged(ports=rows)
+    assert not verdict.trusted
+    assert verdict.reasons == ["link rates off by more than 5 %: t0r0:p3 sent 80 % of its "
+                               "rate while backlogged"]
+
+
+def test_stretches_break_where_the_queue_drained():
+    half = PortInterval("p1", 0.1, 100_000, 10.0, True)
+    idle = PortInterval("p1", 0.1, 0, 10.0, False)
+    assert rate_shortfalls([half] * 4 + [idle] + [half] * 4) == []
+    assert rate_shortfalls([half] * 9) != []
+
+
+def test_cpu_bound_machine_is_untrusted_beyond_the_allowance():
+    assert cpu_reasons([0.97] + [0.5] * 19, [0.1] * 20) == []      # one blip allowed
+    assert cpu_reasons([0.93] * 20, [0.1] * 20) == []              # busy is not saturated
+    verdict = judged(cpu_busy=[0.97] * 10 + [0.5] * 10)
+    assert not verdict.trusted
+    assert verdict.reasons[0].startswith("CPU-bound: machine over 95% busy in 10 of 20")
+
+
+def test_saturated_datapath_thread_is_untrusted():
+    verdict = judged(ovs_busy=[0.99] * 10)
+    assert not verdict.trusted and verdict.reasons[0].startswith("datapath-bound: ovs-vswitchd")
+
+
+def test_missing_measurements_are_untrusted():
+    verdict = judged(measured=None)
+    assert not verdict.trusted and "fidelity.json is missing" in verdict.reasons[0]
+
+
+def test_nearly_full_send_buffer_and_slow_telemetry_are_untrusted():
+    assert "OVS send buffer nearly exhausted" in judged(ovs_send_buffer_bytes=100_000).reasons[0]
+    assert judged(telemetry_hz=7.0).reasons == ["telemetry fell behind: 7.0 Hz of 10 Hz"]
+
+
+def test_delays_beyond_the_modelled_queues_are_untrusted():
+    bound = max_queueing_ms(SMALL.tiers, SMALL.buffer_bytes, SMALL.nic_mbps)
+    assert judged(delays=[bound - 1] * 100).trusted
+    verdict = judged(delays=[bound + 1] * 100)
+    assert not verdict.trusted and "one-way delay p99" in verdict.reasons[0]
+
+
+def test_late_nics_are_untrusted():
+    late = {**BALANCED, "agents": {"h1": {**BALANCED["agents"]["h1"], "late_bytes": 100}}}
+    verdict = judged(counters=late)
+    assert verdict.reasons == ["NIC agents fell behind their line rate: 9 % of their sending "
+                               "credit was lost to late wake-ups (CPU-bound NICs)"]
+
+
+def test_unbalanced_packets_are_untrusted():
+    lost = {**BALANCED, "qdisc_drops_switch": 5}
+    verdict = judged(counters=lost)
+    assert not verdict.trusted and verdict.reasons[0].startswith("conservation: LOST: 5")
+
+
+def test_conservation_verdicts():
+    good = conservation(sent=100, delivered=90, dropped=10)
+    assert good.ok and good.verdict.startswith("OK") and good.unaccounted == 0
+    lost = conservation(sent=100, delivered=90, dropped=7)
+    assert not lost.ok and lost.unaccounted == 3 and "LOST: 3" in lost.verdict
+    extra = conservation(sent=100, delivered=95, dropped=10)
+    assert not extra.ok and extra.unaccounted == -5 and "EXTRA" in extra.verdict
+    running = conservation(100, 80, 5, in_flight=15, final=False)
+    assert running.ok and "15 in flight" in running.verdict
+    undrained = conservation(100, 80, 5, in_flight=15)
+    assert not undrained.ok and "NOT DRAINED: 15" in undrained.verdict
+
+
+def test_conservation_slack_passes_small_imbalances_and_says_so():
+    within = conservation(sent=10_000, delivered=9_000, dropped=1_004, slack=50)
+    assert within.ok and within.unaccounted == -4 and "off by -4 (slack 50)" in within.verdict
+    beyond = conservation(sent=10_000, delivered=9_000, dropped=900, slack=50)
+    assert not beyond.ok and "LOST: 100" in beyond.verdict
