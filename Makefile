@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test unit emulation bench clean
+.PHONY: setup setup-test demo test unit emulation bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -11,13 +11,16 @@ setup:
 demo: setup
 	@$(VENV)/bin/railcc demo
 
-test: setup
+setup-test:
+	@bash scripts/setup.sh test
+
+test: setup-test
 	@$(PY) -m pytest tests $(PYTEST_ARGS)
 
-unit: setup
+unit: setup-test
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-emulation: setup
+emulation: setup-test
 	@$(PY) -m pytest tests/emulation $(PYTEST_ARGS)
 
 bench: setup

@@ -26,11 +26,17 @@ if [ ! -x .venv/bin/python ]; then
   echo "railcc: creating .venv"
   "$PY" -m venv --system-site-packages .venv
 fi
+# `setup.sh test` adds the test extra (pytest, hypothesis, networkx); the runtime stays lean.
+target="."
 stamp=.venv/.railcc-installed
+if [ "${1:-}" = "test" ]; then
+  target=".[test]"
+  stamp=.venv/.railcc-installed-test
+fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "railcc: installing Python dependencies into .venv"
+  echo "railcc: installing Python dependencies into .venv ($target)"
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e . >/dev/null
+  .venv/bin/pip install -q -e "$target" >/dev/null
   touch "$stamp"
 fi
 .venv/bin/python -c "import mininet.net, os_ken, scapy.contrib.roce" \

@@ -1,8 +1,18 @@
-"""Named fabrics a user can ask for by name (`railcc topo list`)."""
+"""Named fabrics a user can ask for by name (`railcc topo list`), and the [topology] table.
+
+A [topology] table is either ``preset = NAME`` plus overrides of that preset's
+FabricSpec keys, or a fabric written inline (``name`` required): `TopologyTable`
+validates both, `from_table` turns one into a FabricSpec.
+"""
 
 from __future__ import annotations
 
-from topologies.spec import FabricSpec, TopologyError
+import dataclasses
+from typing import Annotated, Any, Mapping
+
+from pydantic import ConfigDict, model_validator
+
+from topologies.spec import FabricModel, FabricSpec, OneOf, TopologyError, fault, validate
 
 PRESETS: dict[str, FabricSpec] = {
     spec.name: spec for spec in (
@@ -38,3 +48,32 @@ def preset(name: str) -> FabricSpec:
     except KeyError:
         known = ", ".join(PRESETS)
         raise TopologyError(f"topology: unknown preset {name!r} (known: {known})") from None
+
+
+def _preset_or_name(schema: dict[str, Any]) -> None:
+    """JSON Schema: ``name`` is required only when there is no ``preset``."""
+    schema.pop("required", None)  # name is FabricModel's only required key
+    schema["anyOf"] = [{"required": ["preset"]}, {"required": ["name"]}]
+
+
+class TopologyTable(FabricModel):
+    """A [topology] table: a preset plus overrides of its keys, or an inline fabric."""
+
+    model_config = ConfigDict(json_schema_extra=_preset_or_name)
+    preset: Annotated[str, OneOf(tuple(PRESETS))] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_preset(cls, data: Any) -> Any:
+        """The preset's keys under the table's own (runs before the key checks)."""
+        if not isinstance(data, Mapping) or "preset" not in data:
+            return data
+        name = data["preset"]
+        if not isinstance(name, str) or name not in PRESETS:
+            raise fault(f"unknown preset {name!r} (known: {', '.join(PRESETS)})", "preset")
+        return {**dataclasses.asdict(PRESETS[name]), **data}
+
+
+def from_table(data: Mapping[str, Any], where: str = "") -> FabricSpec:
+    """Validate a [topology] table (preset plus overrides, or inline) into a FabricSpec."""
+    return validate(TopologyTable, data, where).to_spec()

@@ -5,7 +5,7 @@ the equal-cost paths (pinned by exact rules so the controller knows who
 crosses what). Every port-stats poll, a switch egress measured at
 ``hot_fraction`` (0.9) of its capacity or more that carries two or more
 flows is congested: each flow crossing it gets a CNP (at most one per
-``cnp_gap_s``, 50 ms). The NIC's reaction is in fabric/agent_pacing.py
+``cnp_gap_s``, 50 ms). The NIC's reaction is in fabric/nic/pacing.py
 (halve the rate, then recover by 5 % of line rate every 10 ms).
 """
 

@@ -6,11 +6,12 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from fabric.nic.wire import ETH_HEADER
+
 ETH_TYPE_ARP = 0x0806
 ETH_TYPE_IPV4 = 0x0800
 ARP_REQUEST = 1
 ARP_REPLY = 2
-_ETH = struct.Struct("!6s6sH")
 _ARP = struct.Struct("!HHBBH6s4s6s4s")
 
 
@@ -37,12 +38,12 @@ def mac_to_str(raw: bytes) -> str:
 
 def parse_arp(frame: bytes) -> ArpPacket | None:
     """The ARP packet in an Ethernet frame, or None if it is not Ethernet/IPv4 ARP."""
-    if len(frame) < _ETH.size + _ARP.size:
+    if len(frame) < ETH_HEADER.size + _ARP.size:
         return None
-    _, _, eth_type = _ETH.unpack_from(frame)
+    _, _, eth_type = ETH_HEADER.unpack_from(frame)
     if eth_type != ETH_TYPE_ARP:
         return None
-    htype, ptype, hlen, plen, op, sha, spa, tha, tpa = _ARP.unpack_from(frame, _ETH.size)
+    htype, ptype, hlen, plen, op, sha, spa, tha, tpa = _ARP.unpack_from(frame, ETH_HEADER.size)
     if (htype, ptype, hlen, plen) != (1, ETH_TYPE_IPV4, 6, 4):
         return None
     return ArpPacket(op, mac_to_str(sha), socket.inet_ntoa(spa), mac_to_str(tha),
@@ -51,7 +52,7 @@ def parse_arp(frame: bytes) -> ArpPacket | None:
 
 def arp_reply(request: ArpPacket, answer_mac: str) -> bytes:
     """The Ethernet frame answering ``request``: ``target_ip is-at answer_mac``."""
-    eth = _ETH.pack(mac_to_bytes(request.sender_mac), mac_to_bytes(answer_mac), ETH_TYPE_ARP)
+    eth = ETH_HEADER.pack(mac_to_bytes(request.sender_mac), mac_to_bytes(answer_mac), ETH_TYPE_ARP)
     arp = _ARP.pack(1, ETH_TYPE_IPV4, 6, 4, ARP_REPLY,
                     mac_to_bytes(answer_mac), socket.inet_aton(request.target_ip),
                     mac_to_bytes(request.sender_mac), socket.inet_aton(request.sender_ip))

@@ -1,6 +1,6 @@
 """In-band control frames between NICs and the controller (pure, struct only).
 
-NICs send FLOW_REQUEST / FLOW_DONE (fabric/wire.py) as UDP 4791 datagrams to
+NICs send FLOW_REQUEST / FLOW_DONE (fabric/nic/wire.py) as UDP 4791 datagrams to
 the virtual fabric manager ``wire.MANAGER_IP``; ToRs punt them to the
 controller (`punt_rule`). The controller answers with RATE_GRANT or CNP
 frames it builds here and sends as packet-outs on the NIC's ToR port, from
@@ -16,12 +16,10 @@ from dataclasses import dataclass
 
 from controllers.core.arp import ETH_TYPE_IPV4, mac_to_bytes
 from fabric.nic import wire
+from fabric.nic.wire import ETH_HEADER, IPV4_HEADER, UDP_HEADER
 
 IP_PROTO_UDP = 17
-_ETH = struct.Struct("!6s6sH")
-_IPV4 = struct.Struct("!BBHHHBBH4s4s")
-_UDP = struct.Struct("!HHHH")
-_HEADERS = _ETH.size + _IPV4.size + _UDP.size
+_HEADERS = ETH_HEADER.size + IPV4_HEADER.size + UDP_HEADER.size
 
 
 @dataclass(frozen=True)
@@ -56,13 +54,13 @@ def control_frame(dst_mac: str, dst_ip: str, message: wire.Message, ident: int =
 @functools.lru_cache(maxsize=65536)
 def _headers(dst_mac: str, dst_ip: str, payload_len: int, ident: int) -> bytes:
     """Ethernet + IPv4 + UDP headers of a control frame (the same for every grant to a NIC)."""
-    udp = _UDP.pack(wire.ROCE_PORT, wire.ROCE_PORT, _UDP.size + payload_len, 0)
-    total = _IPV4.size + len(udp) + payload_len
+    udp = UDP_HEADER.pack(wire.ROCE_PORT, wire.ROCE_PORT, UDP_HEADER.size + payload_len, 0)
+    total = IPV4_HEADER.size + len(udp) + payload_len
     src, dst = socket.inet_aton(wire.MANAGER_IP), socket.inet_aton(dst_ip)
-    header = _IPV4.pack(0x45, 0, total, ident, 0x4000, 64, IP_PROTO_UDP, 0, src, dst)
-    header = _IPV4.pack(0x45, 0, total, ident, 0x4000, 64, IP_PROTO_UDP, _checksum(header),
-                        src, dst)
-    eth = _ETH.pack(mac_to_bytes(dst_mac), mac_to_bytes(wire.MANAGER_MAC), ETH_TYPE_IPV4)
+    header = IPV4_HEADER.pack(0x45, 0, total, ident, 0x4000, 64, IP_PROTO_UDP, 0, src, dst)
+    header = IPV4_HEADER.pack(0x45, 0, total, ident, 0x4000, 64, IP_PROTO_UDP,
+                              _checksum(header), src, dst)
+    eth = ETH_HEADER.pack(mac_to_bytes(dst_mac), mac_to_bytes(wire.MANAGER_MAC), ETH_TYPE_IPV4)
     return eth + header + udp
 
 
@@ -70,18 +68,18 @@ def parse_control(frame: bytes) -> ControlPacket | None:
     """The in-band control message in a punted frame, or None if it is anything else."""
     if len(frame) < _HEADERS + wire.BTH_LEN + wire.ICRC_LEN:
         return None
-    _, src_mac, eth_type = _ETH.unpack_from(frame)
+    _, src_mac, eth_type = ETH_HEADER.unpack_from(frame)
     if eth_type != ETH_TYPE_IPV4:
         return None
-    ver_ihl, _, total, _, _, _, proto, _, src, dst = _IPV4.unpack_from(frame, _ETH.size)
+    ver_ihl, _, total, _, _, _, proto, _, src, dst = IPV4_HEADER.unpack_from(frame, ETH_HEADER.size)
     ihl = (ver_ihl & 0x0F) * 4
     if ver_ihl >> 4 != 4 or proto != IP_PROTO_UDP or socket.inet_ntoa(dst) != wire.MANAGER_IP:
         return None
-    udp_at = _ETH.size + ihl
-    _, dport, length, _ = _UDP.unpack_from(frame, udp_at)
+    udp_at = ETH_HEADER.size + ihl
+    _, dport, length, _ = UDP_HEADER.unpack_from(frame, udp_at)
     if dport != wire.ROCE_PORT:
         return None
-    payload = frame[udp_at + _UDP.size: udp_at + length]
+    payload = frame[udp_at + UDP_HEADER.size: udp_at + length]
     try:
         message = wire.decode(payload)
     except wire.WireError:

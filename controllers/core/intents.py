@@ -20,7 +20,8 @@ from typing import Any, Mapping, Union
 #: Flow commands: ``add`` (also replaces a rule with the same match and
 #: priority) and ``delete`` (strict: exactly this match and priority).
 FLOW_COMMANDS = ("add", "delete")
-GROUP_TYPES = ("select", "indirect", "all")
+#: Only select groups (ECMP); `controllers.openflow.ofmsgs` realizes them as hash tables.
+GROUP_TYPES = ("select",)
 GROUP_COMMANDS = ("add", "modify", "delete")
 
 
@@ -58,7 +59,6 @@ class FlowRule:
     actions: tuple[Action, ...] = ()
     table: int = 0
     command: str = "add"
-    meter_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.command not in FLOW_COMMANDS:
@@ -114,31 +114,4 @@ class PacketOut:
     in_port: int | None = None
 
 
-@dataclass(frozen=True)
-class Meter:
-    """A drop-band meter (placeholder for rate-limiting algorithms)."""
-
-    dpid: int
-    meter_id: int
-    rate_kbps: int
-    burst_kb: int = 0
-    command: str = "add"
-
-
-@dataclass(frozen=True)
-class RateGrant:
-    """Proactive control: the rate granted to one flow (placeholder; carried by packet-out later)."""
-
-    flow: str
-    rate_mbps: float
-
-
-@dataclass(frozen=True)
-class CongestionNotification:
-    """Reactive control: a CNP to send toward ``dst_ip`` for queue pair ``dest_qp`` (placeholder)."""
-
-    dst_ip: str
-    dest_qp: int
-
-
-Intent = Union[FlowRule, Group, ClearSwitch, PacketOut, Meter, RateGrant, CongestionNotification]
+Intent = Union[FlowRule, Group, ClearSwitch, PacketOut]

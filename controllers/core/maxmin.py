@@ -94,35 +94,6 @@ def link_loads(paths: Mapping[Hashable, Sequence[Hashable]],
     return loads
 
 
-def bottlenecks(paths: Mapping[Hashable, Sequence[Hashable]],
-                capacity: Mapping[Hashable, float],
-                rates: Mapping[Hashable, float],
-                demand: Mapping[Hashable, float] | None = None,
-                tol: float = 1e-6) -> dict[Hashable, Hashable | None]:
-    """Each flow's bottleneck: the first link of its path that is saturated and on which its rate is maximal.
-
-    Saturated means load >= capacity * (1 - tol); maximal means rate >=
-    (largest rate on the link) * (1 - tol). ``None`` when no link qualifies:
-    the flow is limited by its demand, or the rates are not max-min fair.
-    ``demand`` is accepted for symmetry with `max_min_rates`; it does not
-    change the answer (a flow both at its demand and on a bottleneck link
-    gets the link).
-    """
-    del demand  # documented: does not change the answer
-    loads = link_loads(paths, rates)
-    top: dict[Hashable, float] = {}
-    for flow, path in paths.items():
-        for link in path:
-            top[link] = max(top.get(link, -inf), rates[flow])
-    result: dict[Hashable, Hashable | None] = {}
-    for flow, path in paths.items():
-        result[flow] = next(
-            (link for link in path
-             if loads[link] >= capacity[link] * (1 - tol) and rates[flow] >= top[link] * (1 - tol)),
-            None)
-    return result
-
-
 def _index_links(capacity: Mapping[Hashable, float]) -> dict[Hashable, int]:
     """Link -> dense id in the order of ``capacity``; rejects negative or NaN capacities."""
     for link, value in capacity.items():

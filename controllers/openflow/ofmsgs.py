@@ -21,8 +21,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterable
 
-from controllers.core.intents import (Action, Bucket, ClearSwitch, FlowRule, Group, Intent, Meter,
-                                 Output, PacketOut, ToController, ToGroup)
+from controllers.core.intents import (Action, Bucket, ClearSwitch, FlowRule, Group, Intent, Output,
+                                      PacketOut, ToController, ToGroup)
 
 LOG = logging.getLogger(__name__)
 
@@ -30,10 +30,6 @@ HASH_TABLE = 100
 HASH_SLOTS = 64
 NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP = 3   # enum nx_hash_fields in Open vSwitch
 NX_MP_ALG_MODULO_N = 0
-
-_GROUP_COMMAND = {"add": "OFPGC_ADD", "modify": "OFPGC_MODIFY", "delete": "OFPGC_DELETE"}
-_GROUP_TYPE = {"select": "OFPGT_SELECT", "indirect": "OFPGT_INDIRECT", "all": "OFPGT_ALL"}
-_METER_COMMAND = {"add": "OFPMC_ADD", "modify": "OFPMC_MODIFY", "delete": "OFPMC_DELETE"}
 
 
 def hash_slots(buckets: Iterable[Bucket], slots: int = HASH_SLOTS) -> list[int]:
@@ -84,8 +80,6 @@ def flow_mod(datapath: Any, rule: FlowRule, salt: int = 0) -> Any:
                                  priority=rule.priority, match=match,
                                  out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)
     instructions = []
-    if rule.meter_id is not None:
-        instructions.append(parser.OFPInstructionMeter(rule.meter_id, ofp.OFPIT_METER))
     if rule.actions:
         instructions.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS,
                                                          actions(datapath, rule.actions, salt)))
@@ -110,31 +104,6 @@ def hash_group_mods(datapath: Any, group: Group) -> list[Any]:
         for slot, port in enumerate(hash_slots(group.buckets))]
 
 
-def group_mod(datapath: Any, group: Group) -> Any:
-    """OFPGroupMod for a (non-select) group; each bucket watches its output port."""
-    ofp, parser = datapath.ofproto, datapath.ofproto_parser
-    buckets = []
-    if group.command != "delete":
-        for bucket in group.buckets:
-            weight = bucket.weight if group.type == "select" else 0
-            buckets.append(parser.OFPBucket(weight=weight, watch_port=bucket.port,
-                                            watch_group=ofp.OFPG_ANY,
-                                            actions=[parser.OFPActionOutput(bucket.port)]))
-    return parser.OFPGroupMod(datapath, command=getattr(ofp, _GROUP_COMMAND[group.command]),
-                              type_=getattr(ofp, _GROUP_TYPE[group.type]),
-                              group_id=group.group_id, buckets=buckets)
-
-
-def meter_mod(datapath: Any, meter: Meter) -> Any:
-    """OFPMeterMod with one drop band (kb/s)."""
-    ofp, parser = datapath.ofproto, datapath.ofproto_parser
-    flags = ofp.OFPMF_KBPS | (ofp.OFPMF_BURST if meter.burst_kb else 0)
-    bands = [] if meter.command == "delete" else [
-        parser.OFPMeterBandDrop(rate=meter.rate_kbps, burst_size=meter.burst_kb)]
-    return parser.OFPMeterMod(datapath, command=getattr(ofp, _METER_COMMAND[meter.command]),
-                              flags=flags, meter_id=meter.meter_id, bands=bands)
-
-
 def packet_out(datapath: Any, out: PacketOut) -> Any:
     """OFPPacketOut sending raw bytes out of one port."""
     ofp, parser = datapath.ofproto, datapath.ofproto_parser
@@ -154,12 +123,7 @@ def clear_switch(datapath: Any) -> list[Any]:
 
 
 def to_ofmsgs(datapath: Any, intents: Iterable[Intent], salt: int = 0) -> list[Any]:
-    """OpenFlow messages for the intents aimed at this datapath, in order.
-
-    Intents for other datapaths are skipped; rate grants and congestion
-    notifications are not OpenFlow messages (they travel as packet-outs once
-    an algorithm builds them) and are logged and skipped here.
-    """
+    """OpenFlow messages for the intents aimed at this datapath, in order (others are skipped)."""
     dpid = datapath.id
     salt = switch_hash_basis(salt, dpid)
     messages: list[Any] = []
@@ -168,16 +132,12 @@ def to_ofmsgs(datapath: Any, intents: Iterable[Intent], salt: int = 0) -> list[A
             continue
         if isinstance(intent, FlowRule):
             messages.append(flow_mod(datapath, intent, salt))
-        elif isinstance(intent, Group) and intent.type == "select":
-            messages += hash_group_mods(datapath, intent)
         elif isinstance(intent, Group):
-            messages.append(group_mod(datapath, intent))
+            messages += hash_group_mods(datapath, intent)
         elif isinstance(intent, ClearSwitch):
             messages += clear_switch(datapath)
         elif isinstance(intent, PacketOut):
             messages.append(packet_out(datapath, intent))
-        elif isinstance(intent, Meter):
-            messages.append(meter_mod(datapath, intent))
         else:
-            LOG.warning("ofmsgs: %s is not an OpenFlow message; skipped", type(intent).__name__)
+            LOG.warning("ofmsgs: %s is not an intent; skipped", type(intent).__name__)
     return messages

@@ -120,18 +120,11 @@ class RailccController(app_manager.OSKenApp):
 
     def send_intents(self, intents: list[Intent]) -> None:
         """Convert intents to messages and send each to its switch, in order."""
-        order: list[int] = []
-        for intent in intents:
-            dpid = getattr(intent, "dpid", None)
-            if dpid is None:
-                LOG.info("controller: %s has no switch; not sent", intent)
-            elif dpid not in order:
-                order.append(dpid)
-        for dpid in order:
+        for dpid in dict.fromkeys(intent.dpid for intent in intents):
             datapath = self.datapaths.get(dpid)
             if datapath is None:
                 LOG.warning("controller: dpid %#x not connected; %d intent(s) dropped", dpid,
-                            sum(getattr(i, "dpid", None) == dpid for i in intents))
+                            sum(i.dpid == dpid for i in intents))
                 continue
             for message in to_ofmsgs(datapath, intents):
                 datapath.send_msg(message)

@@ -1,32 +1,15 @@
-"""The A/B harness: one workload under several algorithms, repeated and interleaved.
+"""An A/B plan: which algorithms, how many repetitions, which baseline (validated options).
 
-Repetition i of algorithm A runs ``replace(experiment, algorithm=A, seed=seed + i)``
-into ``DIR/A/rep<i>/``; repetitions are interleaved (rep 0 of every algorithm, then
-rep 1, ...) so slow drift of the machine affects every algorithm alike. Each run is
-analysed (summary.json, report.md) before the next one starts, never during it.
-ab.json, written after every run, holds the runs and the aggregate (docs/ab.md).
+The campaign that executes a plan is `experiments.ab.campaign`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
-import json
-import logging
-import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from experiments.ab import stats as ab_stats
 from controllers.algorithms.registry import ALGORITHMS
-from experiments.workload.spec import Experiment
 
-log = logging.getLogger(__name__)
-FORMAT = "railcc-ab/1"
 MAX_REPEAT = 100
-Runner = Callable[[Experiment, Path, Callable[[str], None]], Any]
 
 
 class PlanError(ValueError):
@@ -70,94 +53,3 @@ def make_plan(algos: str | None, repeat: str | int, baseline: str | None) -> Pla
     elif baseline not in names:
         raise PlanError(f"--baseline: {baseline!r} is not among --algos ({', '.join(names)})")
     return Plan(tuple(names), count, baseline)
-
-
-def document(experiment: Experiment, plan: Plan, spec: str, command: str,
-             records: Sequence[dict[str, Any]], started: str, stopped: str | None) -> dict:
-    """The ab.json document: settings, every run record and the aggregate."""
-    return {"format": FORMAT, "name": experiment.name, "spec": spec,
-            "topology": experiment.fabric.name, "algorithms": list(plan.algorithms),
-            "repeat": plan.repeat, "baseline": plan.baseline, "seed": experiment.seed,
-            "command": command, "started": started,
-            "finished": datetime.datetime.now().isoformat(timespec="seconds"),
-            "complete": stopped is None and len(records) == len(plan.order()),
-            "stopped": stopped, "runs": list(records),
-            **ab_stats.aggregate(records, plan.algorithms, plan.baseline)}
-
-
-def analyse_run(run_dir: Path) -> dict[str, Any]:
-    """summary.json and report.md of one run; returns the summary."""
-    from experiments.analysis.report import write_report
-    write_report(run_dir)  # analyses first: writes summary.json
-    return json.loads((run_dir / "summary.json").read_text())
-
-
-def _default_runner(experiment: Experiment, out_dir: Path, progress: Callable[[str], None]) -> Any:
-    from experiments.runner import run
-    return run(experiment, out_dir, progress=progress)
-
-
-def run_one(experiment: Experiment, algorithm: str, rep: int, out_dir: Path, runner: Runner,
-            progress: Callable[[str], None]) -> dict[str, Any]:
-    """Run and analyse one repetition; a FabricError or a failed analysis is recorded."""
-    from fabric.net.sh import FabricError
-    seed = experiment.seed + rep
-    folder = f"{algorithm}/rep{rep}"
-    run_dir = out_dir / folder
-    try:
-        runner(dataclasses.replace(experiment, algorithm=algorithm, seed=seed), run_dir, progress)
-    except FabricError as exc:
-        log.warning("ab: %s failed: %s", folder, exc)
-        return ab_stats.run_record(algorithm, rep, seed, folder, None, f"run failed: {exc}")
-    progress("analysing ...")
-    try:
-        summary = analyse_run(run_dir)
-    except Exception as exc:  # noqa: BLE001  (a broken run folder must not stop the A/B)
-        log.warning("ab: analysis of %s failed", folder, exc_info=True)
-        return ab_stats.run_record(algorithm, rep, seed, folder, None,
-                                   f"analysis failed: {type(exc).__name__}: {exc}")
-    return ab_stats.run_record(algorithm, rep, seed, folder, summary)
-
-
-def run_ab(experiment: Experiment, plan: Plan, out_dir: Path, spec: str, command: str,
-           progress: Callable[[str], None], done: Callable[[dict], None] | None = None,
-           runner: Runner | None = None) -> dict[str, Any]:
-    """Run the plan into ``out_dir``; returns the ab.json document (report included).
-
-    On Ctrl-C (or any exception) what finished so far is written (ab.json with
-    ``stopped`` set, and the report) before the exception goes on.
-    """
-    from experiments.ab import report as ab_report
-    runner = runner or _default_runner
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = datetime.datetime.now().isoformat(timespec="seconds")
-    records: list[dict[str, Any]] = []
-    order = plan.order()
-    try:
-        for number, (rep, algorithm) in enumerate(order, 1):
-            prefix = f"ab: run {number}/{len(order)}: {algorithm} rep {rep}"
-            progress(f"{prefix} ...")
-            began = time.monotonic()
-            record = run_one(experiment, algorithm, rep, out_dir, runner,
-                             lambda message, prefix=prefix: progress(f"{prefix}: {message}"))
-            record["seconds"] = round(time.monotonic() - began, 1)
-            records.append(record)
-            ab_report.write_json(out_dir, document(experiment, plan, spec, command, records,
-                                                   started, None))
-            if done:
-                done(record)
-    except BaseException as exc:
-        ab = document(experiment, plan, spec, command, records, started,
-                      f"stopped after {len(records)} of {len(order)} runs: "
-                      f"{type(exc).__name__} {exc}".strip())
-        ab_report.write_json(out_dir, ab)
-        try:
-            ab_report.write_report(out_dir, ab)
-        except Exception:  # noqa: BLE001  (keep the original exception)
-            log.warning("ab: report of the stopped A/B failed", exc_info=True)
-        raise
-    ab = document(experiment, plan, spec, command, records, started, None)
-    ab_report.write_json(out_dir, ab)
-    progress("ab: writing the report ...")
-    ab_report.write_report(out_dir, ab)
-    return ab

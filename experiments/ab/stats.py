@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from experiments.analysis import metrics
 
@@ -31,7 +32,10 @@ TRUSTED, UNTRUSTED, FAILED = "trusted", "untrusted", "failed"
 
 def bootstrap_ci(values: Iterable[float], confidence: float = 0.95, resamples: int = 2000,
                  seed: int = 0) -> tuple[float, float, float] | None:
-    """(mean, low, high): percentile bootstrap CI of the mean; None when empty."""
+    """(mean, low, high): percentile bootstrap CI of the mean (scipy), seeded; None when empty.
+
+    One value cannot be resampled: its CI is the value itself, ``(v, v, v)``.
+    """
     data = np.asarray(list(values), dtype=float)
     if not 0 < confidence < 1 or resamples < 1:
         raise ValueError(f"bootstrap_ci: need 0 < confidence < 1 and resamples >= 1, "
@@ -41,11 +45,11 @@ def bootstrap_ci(values: Iterable[float], confidence: float = 0.95, resamples: i
     mean = float(data.mean())
     if data.size == 1:
         return mean, mean, mean
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return mean, float(low), float(high)
+    result = stats.bootstrap((data,), np.mean, n_resamples=resamples, vectorized=True,
+                             confidence_level=confidence, method="percentile",
+                             rng=np.random.default_rng(seed))
+    interval = result.confidence_interval
+    return mean, float(interval.low), float(interval.high)
 
 
 def cct_key(row: dict[str, Any]) -> str:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.analysis import metrics
+from experiments.workload.spec import DEFAULT_DTYPE, DTYPES, DType
 from fabric.measure import fidelity
 from topologies.export import load_json
 from topologies.model import Topology
@@ -172,9 +173,20 @@ def job_rows(run: Run) -> list[dict[str, Any]]:
     return [_row(run, job, size, entries, ip_server) for (job, size), entries in groups.items()]
 
 
+def _job_dtype(run: Run, job: str) -> DType:
+    """The element type of ``job``'s buffers, from the manifest's spec (float32 before dtype)."""
+    jobs = run.manifest.get("spec", {}).get("jobs", [])
+    name = next((j.get("dtype", DEFAULT_DTYPE) for j in jobs if j.get("name") == job),
+                DEFAULT_DTYPE)
+    if name not in DTYPES:
+        raise RunFormatError(f"{run.path / 'manifest.json'}: job {job!r} has unknown dtype "
+                             f"{name!r} (known: {', '.join(DTYPES)})")
+    return DTYPES[name]
+
+
 def _row(run: Run, job: str, size: int, entries: list[dict[str, Any]],
          ip_server: dict[str, str]) -> dict[str, Any]:
-    kind = entries[0]["kind"]
+    kind, dtype = entries[0]["kind"], _job_dtype(run, job)
     ranks = {e["src"] for e in entries} | {e["dst"] for e in entries}
     rails = {e["src_rail"] for e in entries} | {e["dst_rail"] for e in entries}
     by_iteration: dict[int, list[int]] = defaultdict(list)
@@ -194,7 +206,7 @@ def _row(run: Run, job: str, size: int, entries: list[dict[str, Any]],
     drops = switch_drops(run, start_ns / 1e9, end_ns / 1e9) if sent else 0
     row: dict[str, Any] = {
         "job": job, "collective": kind, "ranks": len(ranks), "rails": len(rails), "size": size,
-        "count": size // 4, "type": "float", "iterations": len(by_iteration),
+        "count": size // dtype.bytes, "type": dtype.nccl_name, "iterations": len(by_iteration),
         "iterations_complete": len(ccts), "cct_ms": ccts,
         "time_ms": sum(ccts) / len(ccts) if ccts else None,
         "messages": len(entries), "incomplete": len(entries) - len(done_all),

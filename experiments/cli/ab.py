@@ -15,6 +15,12 @@ from experiments.cli.app import Commands, UserError, console, err_console
 commands = Commands()
 
 
+def default_runner(experiment: Any, out_dir: Path, progress: Any) -> Path:
+    """One run on a real fabric (`experiments.runner.run`): what `railcc ab` repeats."""
+    from experiments.runner import run
+    return run(experiment, out_dir, progress=progress)
+
+
 def _default_out(name: str) -> Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"ab-{name}-{stamp}"
@@ -53,7 +59,8 @@ def ab_command(
         as_json: bool = typer.Option(False, "--json", help="the aggregate (ab.json) on stdout"),
 ) -> None:
     """Run one workload under each algorithm, repeated and interleaved; table + report."""
-    from experiments.ab.plan import PlanError, make_plan, run_ab
+    from experiments.ab.campaign import run_ab
+    from experiments.ab.plan import PlanError, make_plan
     from experiments.workload.spec import load_spec
     from fabric.net.network import require_root
 
@@ -78,7 +85,7 @@ def ab_command(
 
     with err_console.status(f"ab: {experiment.name}: starting ...") as status:
         ab = run_ab(experiment, plan, out_dir, str(spec), command, progress=status.update,
-                    done=done)
+                    runner=default_runner, done=done)
     if as_json:
         print(json.dumps(ab, indent=1, default=str))
         return

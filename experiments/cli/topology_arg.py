@@ -1,4 +1,10 @@
-"""Resolve a user's topology argument: a preset name or a TOML/JSON file of FabricSpec keys."""
+"""Resolve a user's topology argument: a preset name or a TOML/JSON file with a fabric.
+
+A file holds either a [topology] table (as in an experiment spec, whose other
+tables are ignored here) or the fabric's keys at the top level; either way the
+keys are those of `topologies.presets.TopologyTable`: ``preset = NAME`` plus
+overrides, or an inline fabric with a ``name``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,8 @@ import json
 import tomllib
 from pathlib import Path
 
-from topologies import FabricSpec, TopologyError, from_dict, preset
+from topologies import FabricSpec, TopologyError, preset
+from topologies.presets import from_table
 
 
 def resolve(argument: str) -> FabricSpec:
@@ -22,5 +29,5 @@ def resolve(argument: str) -> FabricSpec:
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise TopologyError(f"{argument}: not valid {path.suffix[1:].upper()}: {exc}") from None
     if isinstance(data, dict) and "topology" in data:
-        return from_dict(data["topology"], where="topology")
-    return from_dict(data)
+        return from_table(data["topology"], where="topology")
+    return from_table(data)

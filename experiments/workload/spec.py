@@ -1,6 +1,6 @@
 """Experiment specs: a TOML file validated strictly into a frozen `Experiment`.
 
-Schema (full reference with examples: docs/spec.md)::
+Schema (full reference with examples: docs/spec.md; `json_schema()` for checkers)::
 
     [experiment]  name (str, required), seed (int >= 0, 0), description (str, "")
     [topology]    preset = NAME plus optional FabricSpec overrides (nic_mbps, ...),
@@ -12,13 +12,19 @@ Schema (full reference with examples: docs/spec.md)::
                   `placement`, or list of server names), placement (packed|
                   scattered, "packed"; counts only), rails ("all" or list of
                   rail numbers, "all"), sizes (list of bytes: int or "4MB",
-                  required), iterations (1..1000, 1), pxn (bool, all2all only,
-                  true), qps_per_connection (1..64, 1), microbatches (>= 1,
-                  sendrecv only, 1)
+                  required), dtype (int8|uint8|int32|uint32|int64|uint64|float16|
+                  bfloat16|float32|float64, "float32"), iterations (1..1000, 1),
+                  pxn (bool, all2all only, true), qps_per_connection (1..64, 1),
+                  microbatches (1..1000, sendrecv only, 1)
     [transport]   kind (roce|tcp, "roce"), window_packets (1..4096, 32),
-                  rto_ms (> 0 .. 10000, 200), ack_every (1..window_packets, 8)
+                  rto_ms (0.1..10000, 200), ack_every (1..window_packets, 8)
     [telemetry]   rate_hz (1..100, 10), delay_sample_every (>= 1, 1)
-    [limits]      run_timeout_s (> 0 .. 86400, 120), max_offered_fraction (0 < x <= 1)
+    [limits]      run_timeout_s (1..86400, 120), max_offered_fraction (0 < x <= 1)
+
+Validation has two steps. The file's shape (keys, types, ranges) is the frozen
+pydantic model `SpecFile`, one `Table` per TOML table; then the jobs are resolved
+against the fabric (server names exist, rails exist, sizes fit the ranks) into
+the frozen dataclasses `Experiment`, `Job` and `Transport` the runner uses.
 
 Size units: B; KB, MB, GB are powers of 1000; KiB, MiB, GiB powers of 1024
 (case-insensitive; "1.5MB" is allowed when it is a whole number of bytes).
@@ -35,23 +41,41 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping, NamedTuple
+
+from pydantic import (AfterValidator, BeforeValidator, Field, PlainValidator, WithJsonSchema,
+                      model_validator)
+from pydantic_core import PydanticCustomError
 
 from controllers.algorithms.registry import ALGORITHMS as REGISTRY
 from experiments.workload import collectives as coll
 from experiments.workload.placement import POLICIES, place
-from topologies import FabricSpec, TopologyError, build, preset
-from topologies import from_dict as fabric_from_dict
+from topologies import FabricSpec, build
 from topologies.model import Topology
-from topologies.presets import PRESETS
+from topologies.presets import TopologyTable
+from topologies.spec import OneOf, Range, Table, fault, validate
 
 ALGORITHMS = tuple(REGISTRY)  # one registry: controllers.algorithms.registry
 TRANSPORTS = ("roce", "tcp")
 UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9,
          "kib": 2**10, "mib": 2**20, "gib": 2**30}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bB]|[kKmMgG][iI]?[bB])?\s*$")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
-_TABLES = ("experiment", "topology", "controller", "jobs", "transport", "telemetry", "limits")
+
+
+class DType(NamedTuple):
+    """An element type of a job's buffers: its size, and the name nccl-tests prints for it."""
+
+    bytes: int
+    nccl_name: str
+
+
+#: The element types nccl-tests offers (``-d``), in its order; keys are what a spec says.
+DTYPES = {"int8": DType(1, "int8"), "uint8": DType(1, "uint8"), "int32": DType(4, "int32"),
+          "uint32": DType(4, "uint32"), "int64": DType(8, "int64"), "uint64": DType(8, "uint64"),
+          "float16": DType(2, "half"), "float32": DType(4, "float"),
+          "float64": DType(8, "double"), "bfloat16": DType(2, "bfloat16")}
+DEFAULT_DTYPE = "float32"  # nccl-tests' default
 
 
 class SpecError(ValueError):
@@ -60,7 +84,11 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class Job:
-    """One job: a collective on resolved servers (rank order) and rails, at several sizes."""
+    """One job: a collective on resolved servers (rank order) and rails, at several sizes.
+
+    ``dtype`` is the element type of the buffers (nccl-tests ``-d``); it does not change
+    the traffic, only the ``count`` and ``type`` the analysis reports.
+    """
 
     name: str
     collective: str
@@ -68,6 +96,7 @@ class Job:
     placement: str
     rails: tuple[int, ...]
     sizes: tuple[int, ...]
+    dtype: str = DEFAULT_DTYPE
     iterations: int = 1
     pxn: bool = True
     qps_per_connection: int = 1
@@ -179,23 +208,195 @@ def _on_rails(schedule: coll.Schedule, rails: tuple[int, ...]) -> coll.Schedule:
     return dataclasses.replace(schedule, steps=steps)
 
 
-def parse_size(value: Any, label: str) -> int:
-    """Bytes from an int or a string like "4MB" / "256KiB"; SpecError naming ``label``."""
+# --- the file's shape: one strict table per TOML table ---------------------------------
+
+def _name(value: str) -> str:
+    if not _NAME.match(value):
+        raise fault(f"must be 1..40 letters, digits, '-' or '_', got {value!r}")
+    return value
+
+
+def _bytes(value: Any) -> int:
+    """Bytes from an int or a string like "4MB" / "256KiB"."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise SpecError(f"{label}: must be an integer or a string like '4MB', got {value!r}")
+        raise fault(f"must be an integer or a string like '4MB', got {value!r}")
     if isinstance(value, str):
         match = _SIZE.match(value)
-        unit = (match.group(2) or "b").lower() if match else ""
-        if not match or unit not in UNITS:
-            raise SpecError(f"{label}: not a size (units: B, KB, MB, GB, KiB, MiB, GiB), "
-                            f"got {value!r}")
-        number = float(match.group(1)) * UNITS[unit]
+        if not match:
+            raise fault(f"not a size (units: B, KB, MB, GB, KiB, MiB, GiB), got {value!r}")
+        number = float(match.group(1)) * UNITS[(match.group(2) or "b").lower()]
         if number != int(number):
-            raise SpecError(f"{label}: must be a whole number of bytes, got {value!r}")
+            raise fault(f"must be a whole number of bytes, got {value!r}")
         value = int(number)
     if value <= 0:
-        raise SpecError(f"{label}: must be > 0, got {value}")
+        raise fault(f"must be > 0, got {value}")
     return value
+
+
+def _servers(value: Any) -> int | list[str]:
+    """A count >= 2, or a list of at least 2 server names."""
+    if isinstance(value, list):
+        if len(value) < 2 or not all(isinstance(s, str) for s in value):
+            raise fault(f"must list at least 2 server names, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise fault(f"must be an integer, got {value!r}")
+    return Range(2).check(value)
+
+
+def _rails(value: Any) -> str | list[int]:
+    """``"all"``, or a non-empty list of rail numbers."""
+    if value != "all" and not (isinstance(value, list) and value and all(
+            isinstance(r, int) and not isinstance(r, bool) for r in value)):
+        raise fault(f"must be \"all\" or a list of rail numbers, got {value!r}")
+    return value
+
+
+def _size_list(value: Any) -> Any:
+    if not isinstance(value, list) or not value:
+        raise fault(f"must be a non-empty list of sizes, got {value!r}")
+    return value
+
+
+def _job_list(value: Any) -> Any:
+    if not isinstance(value, list) or not value or not all(isinstance(j, Mapping) for j in value):
+        raise fault("need at least one [[jobs]] table")
+    return value
+
+
+# Each validator gives this project's message; the JSON Schema shows the input it takes.
+Name = Annotated[str, AfterValidator(_name), WithJsonSchema({"type": "string",
+                                                             "pattern": _NAME.pattern})]
+Size = Annotated[int, PlainValidator(_bytes, json_schema_input_type=Annotated[
+    int, Field(gt=0)] | Annotated[str, Field(pattern=_SIZE.pattern)])]
+Servers = Annotated[int | list[str], PlainValidator(_servers, json_schema_input_type=Annotated[
+    int, Field(ge=2)] | Annotated[list[str], Field(min_length=2)])]
+Rails = Annotated[str | list[int], PlainValidator(_rails, json_schema_input_type=Literal[
+    "all"] | Annotated[list[int], Field(min_length=1)])]
+
+
+class ExperimentTable(Table):
+    """[experiment]: what the run is called and its seed."""
+
+    name: Name
+    seed: Annotated[int, Range(0)] = 0
+    description: str = ""
+
+
+class ControllerTable(Table):
+    """[controller]: the routing algorithm and its port-stats period."""
+
+    algorithm: Annotated[str, OneOf(ALGORITHMS)] = "ecmp"
+    stats_interval_ms: Annotated[float, Range(10, 10000)] = 200.0
+
+
+class JobTable(Table):
+    """One [[jobs]] table as written; servers, rails and sizes are checked on the fabric later."""
+
+    required_messages = {"collective": f"required (one of {', '.join(coll.KINDS)})",
+                         "servers": "required (a count or a list of server names)"}
+    name: Name | None = None
+    collective: Annotated[str, OneOf(coll.KINDS)]
+    servers: Servers
+    placement: Annotated[str, OneOf(POLICIES)] = "packed"
+    rails: Rails = "all"
+    sizes: Annotated[list[Size], BeforeValidator(_size_list), Field(min_length=1)]
+    dtype: Annotated[str, OneOf(tuple(DTYPES))] = DEFAULT_DTYPE
+    iterations: Annotated[int, Range(1, 1000)] = 1
+    pxn: bool = True
+    qps_per_connection: Annotated[int, Range(1, 64)] = 1
+    microbatches: Annotated[int, Range(1, 1000)] = 1
+
+    @model_validator(mode="after")
+    def _only_where_meaningful(self) -> "JobTable":
+        """pxn is for all2all, microbatches for sendrecv, placement for a count of servers."""
+        for key, only in (("pxn", coll.ALL2ALL), ("microbatches", coll.SENDRECV)):
+            if key in self.model_fields_set and self.collective != only:
+                raise fault(f"only for collective = {only}, got {self.collective}", key)
+        if "placement" in self.model_fields_set and not isinstance(self.servers, int):
+            raise fault("only when servers is a count", "placement")
+        return self
+
+
+class TransportTable(Table):
+    """[transport]: the NIC transport and its go-back-N settings."""
+
+    kind: Annotated[str, OneOf(TRANSPORTS)] = "roce"
+    window_packets: Annotated[int, Range(1, 4096)] = 32
+    rto_ms: Annotated[float, Range(0.1, 10000)] = 200.0
+    #: ACK request period; when not given, 8 or the window if that is smaller.
+    ack_every: Annotated[int, Range(1, 4096)] = 8
+
+    @model_validator(mode="after")
+    def _ack_within_window(self) -> "TransportTable":
+        """An ACK request period longer than the window would never be reached."""
+        if "ack_every" in self.model_fields_set and self.ack_every > self.window_packets:
+            raise fault(f"must be 1..{self.window_packets}, got {self.ack_every}", "ack_every")
+        return self
+
+    def to_transport(self) -> Transport:
+        """The Transport handed to the agents."""
+        given = "ack_every" in self.model_fields_set
+        ack = self.ack_every if given else min(8, self.window_packets)
+        return Transport(kind=self.kind, window_packets=self.window_packets, rto_ms=self.rto_ms,
+                         ack_every=ack)
+
+
+class TelemetryTable(Table):
+    """[telemetry]: port sampling rate and one-way delay sampling."""
+
+    rate_hz: Annotated[float, Range(1, 100)] = 10.0
+    delay_sample_every: Annotated[int, Range(1)] = 1
+
+
+class LimitsTable(Table):
+    """[limits]: when to give up, and an optional cap on offered load."""
+
+    run_timeout_s: Annotated[float, Range(1, 86400)] = 120.0
+    max_offered_fraction: Annotated[float, Range(0, 1, exclusive=True)] | None = None
+
+
+class SpecFile(Table):
+    """A whole spec file as written (TOML read as a dict); `json_schema()` describes it."""
+
+    required_messages = {"experiment": "required table", "topology": "required table",
+                         "jobs": "need at least one [[jobs]] table"}
+    experiment: ExperimentTable
+    topology: TopologyTable
+    controller: ControllerTable = ControllerTable()
+    jobs: Annotated[list[JobTable], BeforeValidator(_job_list), Field(min_length=1)]
+    transport: TransportTable = TransportTable()
+    telemetry: TelemetryTable = TelemetryTable()
+    limits: LimitsTable = LimitsTable()
+
+    @model_validator(mode="after")
+    def _unique_job_names(self) -> "SpecFile":
+        """Two jobs may not share a name (unnamed job i is ``job{i}``)."""
+        names = self.job_names()
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise fault(f"job name {name!r} used twice", "jobs", i, "name")
+        return self
+
+    def job_names(self) -> list[str]:
+        """Every job's name, ``job{i}`` where none is given."""
+        return [job.name or f"job{i}" for i, job in enumerate(self.jobs)]
+
+
+# --- reading and resolving ------------------------------------------------------------
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a spec file (TOML read as a dict), generated from `SpecFile`."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            **SpecFile.model_json_schema(), "title": "railcc experiment spec"}
+
+
+def parse_size(value: Any, label: str) -> int:
+    """Bytes from an int or a string like "4MB" / "256KiB"; SpecError naming ``label``."""
+    try:
+        return _bytes(value)
+    except PydanticCustomError as exc:
+        raise SpecError(f"{label}: {exc.context['message']}") from None
 
 
 def load_spec(path: Path | str) -> Experiment:
@@ -212,191 +413,60 @@ def load_spec(path: Path | str) -> Experiment:
 
 def from_dict(data: Mapping[str, Any], source: str = "") -> Experiment:
     """Validate a spec mapping (as parsed from TOML) into an Experiment."""
-    _table(data, "spec", _TABLES)
-    if "experiment" not in data:
-        raise SpecError("experiment: required table")
-    if "topology" not in data:
-        raise SpecError("topology: required table")
-    head = _table(data["experiment"], "experiment", ("name", "seed", "description"))
-    if "name" not in head:
-        raise SpecError("experiment.name: required")
-    name = _get(head, "experiment", "name", str)
-    if not _NAME.match(name):
-        raise SpecError(f"experiment.name: must be 1..40 letters, digits, '-' or '_', got {name!r}")
-    seed = _get(head, "experiment", "seed", int, 0, lo=0)
-    fabric = _fabric(data["topology"])
-    control = _table(data.get("controller", {}), "controller", ("algorithm", "stats_interval_ms"))
-    transport = _transport(data.get("transport", {}))
-    telemetry = _table(data.get("telemetry", {}), "telemetry", ("rate_hz", "delay_sample_every"))
-    limits = _table(data.get("limits", {}), "limits", ("run_timeout_s", "max_offered_fraction"))
-    offered = _get(limits, "limits", "max_offered_fraction", float, None, lo=0, hi=1)
-    if offered == 0:
-        raise SpecError("limits.max_offered_fraction: must be > 0, got 0")
+    spec: SpecFile = validate(SpecFile, data, error=SpecError, root="spec")
+    fabric = spec.topology.to_spec()
     return Experiment(
-        name=name, fabric=fabric, jobs=_jobs(data.get("jobs"), fabric, seed), seed=seed,
-        description=_get(head, "experiment", "description", str, ""),
-        algorithm=_choice(control, "controller", "algorithm", ALGORITHMS, "ecmp"),
-        stats_interval_ms=_get(control, "controller", "stats_interval_ms", float, 200.0,
-                               lo=10, hi=10000),
-        transport=transport,
-        telemetry_rate_hz=_get(telemetry, "telemetry", "rate_hz", float, 10.0, lo=1, hi=100),
-        delay_sample_every=_get(telemetry, "telemetry", "delay_sample_every", int, 1, lo=1),
-        run_timeout_s=_get(limits, "limits", "run_timeout_s", float, 120.0, lo=1, hi=86400),
-        max_offered_fraction=offered, source=source)
+        name=spec.experiment.name, fabric=fabric, jobs=_jobs(spec, fabric),
+        seed=spec.experiment.seed, description=spec.experiment.description,
+        algorithm=spec.controller.algorithm, stats_interval_ms=spec.controller.stats_interval_ms,
+        transport=spec.transport.to_transport(), telemetry_rate_hz=spec.telemetry.rate_hz,
+        delay_sample_every=spec.telemetry.delay_sample_every,
+        run_timeout_s=spec.limits.run_timeout_s,
+        max_offered_fraction=spec.limits.max_offered_fraction, source=source)
 
 
-def _table(value: Any, label: str, known: tuple[str, ...]) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise SpecError(f"{label}: must be a table, got {value!r}")
-    unknown = sorted(set(value) - set(known))
-    if unknown:
-        path = unknown[0] if label == "spec" else f"{label}.{unknown[0]}"
-        raise SpecError(f"{path}: unknown key (known: {', '.join(known)})")
-    return value
-
-
-def _get(table: Mapping[str, Any], where: str, key: str, kind: type, default: Any = None,
-         lo: float | None = None, hi: float | None = None) -> Any:
-    """``table[key]`` checked for type and range ``lo..hi``, or ``default`` when absent."""
-    label = f"{where}.{key}"
-    if key not in table:
-        return default
-    value = table[key]
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SpecError(f"{label}: must be a number, got {value!r}")
-        value = float(value)
-    elif kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise SpecError(f"{label}: must be an integer, got {value!r}")
-    elif not isinstance(value, kind):
-        raise SpecError(f"{label}: must be a {'string' if kind is str else kind.__name__}, "
-                        f"got {value!r}")
-    shown = int(value) if kind is float and value == int(value) else value
-    if lo is not None and hi is not None and not lo <= value <= hi:
-        raise SpecError(f"{label}: must be {lo}..{hi}, got {shown}")
-    if lo is not None and value < lo:
-        raise SpecError(f"{label}: must be >= {lo}, got {shown}")
-    return value
-
-
-def _choice(table: Mapping[str, Any], where: str, key: str, options: tuple[str, ...],
-            default: str) -> str:
-    value = table.get(key, default)
-    if value not in options:
-        raise SpecError(f"{where}.{key}: must be one of {', '.join(options)}, got {value!r}")
-    return value
-
-
-def _fabric(table: Any) -> FabricSpec:
-    if not isinstance(table, Mapping):
-        raise SpecError(f"topology: must be a table, got {table!r}")
-    data = dict(table)
-    try:
-        if "preset" in data:
-            name = data.pop("preset")
-            if name not in PRESETS:
-                raise SpecError(f"topology.preset: unknown preset {name!r} "
-                                f"(known: {', '.join(PRESETS)})")
-            return fabric_from_dict({**dataclasses.asdict(preset(name)), **data}, "topology")
-        return fabric_from_dict(data, "topology")
-    except TopologyError as exc:
-        raise SpecError(str(exc).replace(" (known: ", " (known: preset, ", 1)
-                        if "unknown key" in str(exc) else str(exc)) from None
-
-
-def _transport(table: Any) -> Transport:
-    t = _table(table, "transport", ("kind", "window_packets", "rto_ms", "ack_every"))
-    window = _get(t, "transport", "window_packets", int, 32, lo=1, hi=4096)
-    return Transport(kind=_choice(t, "transport", "kind", TRANSPORTS, "roce"), window_packets=window,
-                     rto_ms=_get(t, "transport", "rto_ms", float, 200.0, lo=0.1, hi=10000),
-                     ack_every=_get(t, "transport", "ack_every", int, min(8, window),
-                                    lo=1, hi=window))
-
-
-_JOB_KEYS = ("name", "collective", "servers", "placement", "rails", "sizes", "iterations",
-             "pxn", "qps_per_connection", "microbatches")
-
-
-def _jobs(value: Any, fabric: FabricSpec, seed: int) -> tuple[Job, ...]:
-    """Validate [[jobs]], reserve explicit server lists, then place counted jobs in order."""
-    if not isinstance(value, list) or not value or not all(isinstance(j, Mapping) for j in value):
-        raise SpecError("jobs: need at least one [[jobs]] table")
+def _jobs(spec: SpecFile, fabric: FabricSpec) -> tuple[Job, ...]:
+    """Reserve the explicit server lists, then place the counted jobs in order."""
     topology = build(fabric)
-    known = [node.name for node in topology.servers()]
+    known = {node.name for node in topology.servers()}
+    names = spec.job_names()
     owner: dict[str, str] = {}
-    names: list[str] = []
-    for i, table in enumerate(value):
-        where = f"jobs[{i}]"
-        job = _table(table, where, _JOB_KEYS)
-        name = _get(job, where, "name", str, f"job{i}")
-        if not _NAME.match(name):
-            raise SpecError(f"{where}.name: must be 1..40 letters, digits, '-' or '_', got {name!r}")
-        if name in names:
-            raise SpecError(f"{where}.name: job name {name!r} used twice")
-        names.append(name)
-        servers = job.get("servers")
-        if isinstance(servers, list):
-            if len(servers) < 2 or not all(isinstance(s, str) for s in servers):
-                raise SpecError(f"{where}.servers: must list at least 2 server names, got {servers!r}")
-            for server in servers:
-                if server not in known:
-                    raise SpecError(f"{where}.servers: {server} is not a server of {fabric.name}")
-                if server in owner:
-                    raise SpecError(f"{where}.servers: {server} is in both job {owner[server]!r} "
-                                    f"and job {name!r}")
-                owner[server] = name
-    return tuple(_job(table, i, names[i], fabric, topology, seed, owner)
-                 for i, table in enumerate(value))
+    for i, job in enumerate(spec.jobs):
+        for server in job.servers if isinstance(job.servers, list) else ():
+            if server not in known:
+                raise SpecError(f"jobs[{i}].servers: {server} is not a server of {fabric.name}")
+            if server in owner:
+                raise SpecError(f"jobs[{i}].servers: {server} is in both job {owner[server]!r} "
+                                f"and job {names[i]!r}")
+            owner[server] = names[i]
+    return tuple(_job(job, i, names[i], topology, spec.experiment.seed, owner)
+                 for i, job in enumerate(spec.jobs))
 
 
-def _job(job: Mapping[str, Any], i: int, name: str, fabric: FabricSpec, topology: Topology,
-         seed: int, owner: dict[str, str]) -> Job:
-    where = f"jobs[{i}]"
-    if "collective" not in job:
-        raise SpecError(f"{where}.collective: required (one of {', '.join(coll.KINDS)})")
-    kind = _choice(job, where, "collective", coll.KINDS, "")
-    for key, only in (("pxn", coll.ALL2ALL), ("microbatches", coll.SENDRECV)):
-        if key in job and kind != only:
-            raise SpecError(f"{where}.{key}: only for collective = {only}, got {kind}")
-    servers = job.get("servers")
-    if "placement" in job and not isinstance(servers, int):
-        raise SpecError(f"{where}.placement: only when servers is a count")
-    policy = _choice(job, where, "placement", POLICIES, "packed")
-    if isinstance(servers, list):
-        ranks = list(servers)
+def _job(job: JobTable, i: int, name: str, topology: Topology, seed: int,
+         owner: dict[str, str]) -> Job:
+    """One job's ranks (placing a count among the servers left), rails and sizes checked."""
+    where, fabric = f"jobs[{i}]", topology.spec
+    if isinstance(job.servers, list):
+        ranks = list(job.servers)
     else:
-        count = _get(job, where, "servers", int, None, lo=2)
-        if count is None:
-            raise SpecError(f"{where}.servers: required (a count or a list of server names)")
         try:
-            ranks = place(topology, count, policy, seed + i, exclude=set(owner))
+            ranks = place(topology, job.servers, job.placement, seed + i, exclude=set(owner))
         except ValueError as exc:
             raise SpecError(f"{where}.servers: {str(exc).split(': ', 1)[1]}") from None
         owner.update({server: name for server in ranks})
-    rails = job.get("rails", "all")
-    if rails == "all":
-        rails = list(range(fabric.rails))
-    if not isinstance(rails, list) or not rails or not all(
-            isinstance(r, int) and not isinstance(r, bool) for r in rails):
-        raise SpecError(f"{where}.rails: must be \"all\" or a list of rail numbers, got {rails!r}")
+    rails = list(range(fabric.rails)) if job.rails == "all" else job.rails
     for rail in rails:
         if not 0 <= rail < fabric.rails or rails.count(rail) > 1:
             problem = "appears twice" if 0 <= rail < fabric.rails else "does not exist"
-            raise SpecError(f"{where}.rails: rail {rail} {problem} (fabric has {fabric.rails} rails)")
-    sizes = job.get("sizes")
-    if not isinstance(sizes, list) or not sizes:
-        raise SpecError(f"{where}.sizes: must be a non-empty list of sizes, got {sizes!r}")
-    minimum = len(rails) * (1 if kind == coll.SENDRECV else len(ranks))
-    parsed = []
-    for k, raw in enumerate(sizes):
-        size = parse_size(raw, f"{where}.sizes[{k}]")
+            raise SpecError(f"{where}.rails: rail {rail} {problem} "
+                            f"(fabric has {fabric.rails} rails)")
+    minimum = len(rails) * (1 if job.collective == coll.SENDRECV else len(ranks))
+    for k, size in enumerate(job.sizes):
         if size < minimum:
-            raise SpecError(f"{where}.sizes[{k}]: must be >= {minimum} bytes for {kind} on "
-                            f"{len(ranks)} servers x {len(rails)} rails, got {size}")
-        parsed.append(size)
-    return Job(name=name, collective=kind, servers=tuple(ranks), placement=policy,
-               rails=tuple(sorted(rails)), sizes=tuple(parsed),
-               iterations=_get(job, where, "iterations", int, 1, lo=1, hi=1000),
-               pxn=_get(job, where, "pxn", bool, True),
-               qps_per_connection=_get(job, where, "qps_per_connection", int, 1, lo=1, hi=64),
-               microbatches=_get(job, where, "microbatches", int, 1, lo=1, hi=1000))
+            raise SpecError(f"{where}.sizes[{k}]: must be >= {minimum} bytes for {job.collective} "
+                            f"on {len(ranks)} servers x {len(rails)} rails, got {size}")
+    return Job(name=name, collective=job.collective, servers=tuple(ranks),
+               placement=job.placement, rails=tuple(sorted(rails)), sizes=tuple(job.sizes),
+               dtype=job.dtype, iterations=job.iterations, pxn=job.pxn,
+               qps_per_connection=job.qps_per_connection, microbatches=job.microbatches)

@@ -3,15 +3,14 @@ raw measurements the fidelity verdict judges (fidelity.json)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from fabric.measure.cpu import CpuSampler
 from fabric.measure.telemetry import PortSampler, read_queues
 from fabric.net import ovs
+from fabric.net.netns import link_drops
 from fabric.net.network import Network
-from fabric.net.sh import run
 
 
 def host_drops(net: Network) -> dict[str, int]:
@@ -22,12 +21,9 @@ def host_drops(net: Network) -> dict[str, int]:
         netns = net.netns(server.name)
         for dev, sample in read_queues(netns).items():
             drops[f"{server.name}:{dev}"] = sample.drops
-        links = json.loads(run(["ip", "-n", netns, "-s", "-j", "link", "show"]))
-        for link in links:
-            stats = link.get("stats64", {})
-            key = f"{server.name}:{link['ifname']}"
-            drops[key] = (drops.get(key, 0) + stats.get("rx", {}).get("dropped", 0)
-                          + stats.get("tx", {}).get("dropped", 0))
+        for intf, dropped in link_drops(netns).items():
+            key = f"{server.name}:{intf}"
+            drops[key] = drops.get(key, 0) + dropped
     return drops
 
 

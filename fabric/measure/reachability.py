@@ -11,10 +11,15 @@ from fabric.net.network import Network
 
 @dataclass
 class PingReport:
-    """Pings sent and the (source server, destination IP) pairs that got no reply."""
+    """The (source server, destination IP) pairs that answered and those that did not."""
 
-    sent: int = 0
+    replied: list[tuple[str, str]] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def sent(self) -> int:
+        """Pairs pinged (each reported by the ping loop, or missing from its output)."""
+        return len(self.replied) + len(self.failures)
 
     @property
     def loss_pct(self) -> float:
@@ -24,8 +29,8 @@ class PingReport:
 
 def _ping_script(ips: list[str], count: int) -> str:
     loop = " ".join(ips)
-    return (f"for ip in {loop}; do ping -n -q -c {count} -i 0.01 -W 1 $ip >/dev/null "
-            f"|| echo FAIL $ip; done")
+    return (f"for ip in {loop}; do if ping -n -q -c {count} -i 0.01 -W 1 $ip >/dev/null; "
+            f"then echo OK $ip; else echo FAIL $ip; fi; done")
 
 
 def all_pairs_ping(net: Network, count: int = 1) -> PingReport:
@@ -33,18 +38,21 @@ def all_pairs_ping(net: Network, count: int = 1) -> PingReport:
     topology = net.topology
     report = PingReport()
 
-    def from_server(server: str) -> list[tuple[str, str]]:
+    def from_server(server: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         targets = [nic.ip for nic in topology.nics if nic.server != server]
         result = net.exec(server, ["sh", "-c", _ping_script(targets, count)],
                           timeout=30 + 2 * len(targets))
-        return [(server, line.split()[1]) for line in result.stdout.splitlines()
-                if line.startswith("FAIL ")]
+        answered = {line.split()[1] for line in result.stdout.splitlines()
+                    if line.startswith("OK ")}
+        # A target the loop never reported (the script died) counts as a failure too.
+        return ([(server, ip) for ip in targets if ip in answered],
+                [(server, ip) for ip in targets if ip not in answered])
 
     servers = [s.name for s in topology.servers()]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        for failures in pool.map(from_server, servers):
+        for replied, failures in pool.map(from_server, servers):
+            report.replied += replied
             report.failures += failures
-    report.sent = sum(len([n for n in topology.nics if n.server != s]) for s in servers)
     return report
 
 

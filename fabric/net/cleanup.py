@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,8 @@ from pathlib import Path
 from fabric.net import ovs
 from fabric.net.names import link_group, prefix_of_netns
 from fabric.net.sh import FabricError, batch, run
-from fabric.net.state import RunState, load_all, pid_alive
+from fabric.net.procs import cmdline, stop_pids
+from fabric.net.state import RunState, load_all
 
 log = logging.getLogger(__name__)
 
@@ -50,34 +50,6 @@ def netns_pids(name: str) -> list[int]:
     return [int(pid) for pid in out.split()]
 
 
-def terminate(pids: list[int], grace: float = 2.0) -> int:
-    """SIGTERM, then SIGKILL what is left after ``grace`` seconds; returns how many existed."""
-    alive = [pid for pid in pids if pid_alive(pid)]
-    for pid in alive:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(pid_alive(pid) for pid in alive):
-        time.sleep(0.05)
-    for pid in alive:
-        if pid_alive(pid):
-            _signal(pid, signal.SIGKILL)
-    return len(alive)
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
 def clean_run(state: RunState, report: CleanReport | None = None,
               settle: bool = True) -> CleanReport:
     """Remove everything one run created: processes, bridges, namespaces, interfaces.
@@ -90,8 +62,8 @@ def clean_run(state: RunState, report: CleanReport | None = None,
     run_ns = [ns for ns in state.netns if ns in existing_ns]
     in_ns = [pid for ns in run_ns for pid in netns_pids(ns)]
     own = [int(pid) for pid, marker in state.processes.items()
-           if marker and marker in _cmdline(int(pid))]
-    report.processes += terminate(in_ns + own)
+           if marker and marker in cmdline(int(pid))]
+    report.processes += stop_pids(in_ns + own)
     if ovs.daemon_running():
         bridges = set(state.bridges) | set(ovs.bridges_of_run(state.prefix))
         doomed = sorted(bridges & _all_bridges())

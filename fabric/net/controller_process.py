@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from fabric.net.procs import stop_children
 from fabric.net.sh import FabricError
 
 #: Substring of the controller's command line; cleanup checks it before killing a PID.
@@ -92,11 +93,5 @@ class ControllerProcess:
 
     def stop(self, grace: float = 3.0) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            stop_children([self.proc], grace)

@@ -1,33 +1,24 @@
 """Entering a named network namespace from Python (per thread) and per-interface knobs.
 
 Used for what has no batch tool: transmit-checksum offload (PLATFORM.md: TCP
-over veth stalls on the userspace datapath unless it is off) and sysctls.
+over veth stalls on the userspace datapath unless it is off), sysctls and
+interface statistics, all through pyroute2 (setns, ethtool ioctls, rtnetlink).
 """
 
 from __future__ import annotations
 
-import array
-import ctypes
-import fcntl
 import os
-import socket
-import struct
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
+from pyroute2 import IPRoute
+from pyroute2 import netns as pyroute2_netns
+from pyroute2.ethtool import Ethtool
+
 from fabric.net.sh import FabricError
 
-CLONE_NEWNET = 0x40000000
-SIOCETHTOOL = 0x8946
-ETHTOOL_STXCSUM = 0x17
-ETHTOOL_STSO = 0x1f
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise FabricError(f"setns: {os.strerror(err)}")
+#: ethtool features turned off as `ethtool -K IF tx off` does (TSO goes with tx checksums).
+TX_OFFLOADS = ("tx-checksumming", "tcp-segmentation-offload")
 
 
 @contextmanager
@@ -36,46 +27,58 @@ def in_netns(name: str | None) -> Iterator[None]:
     if name is None:
         yield
         return
+    if not os.path.exists(f"/run/netns/{name}"):
+        raise FabricError(f"network namespace {name!r} does not exist")
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    except FileNotFoundError:
-        os.close(own)
-        raise FabricError(f"network namespace {name!r} does not exist") from None
-    try:
-        _setns(target)
+        try:
+            pyroute2_netns.setns(name, flags=0)
+        except OSError as exc:
+            raise FabricError(f"setns {name}: {os.strerror(exc.errno)}") from None
         try:
             yield
         finally:
-            _setns(own)
+            pyroute2_netns.setns(own, flags=0)
     finally:
-        os.close(target)
         os.close(own)
 
 
 def disable_tx_checksum(intfs: Iterable[str], netns: str | None = None) -> None:
     """Turn transmit checksum offload (and with it TSO) off on each interface."""
     with in_netns(netns):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        ethtool = Ethtool()
+        try:
             for intf in intfs:
-                for command in (ETHTOOL_STXCSUM, ETHTOOL_STSO):  # as `ethtool -K IF tx off`
-                    value = array.array("I", [command, 0])
-                    request = struct.pack("16sP", intf.encode(), value.buffer_info()[0])
+                for feature in TX_OFFLOADS:
                     try:
-                        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, request)
+                        ethtool.set_offload_flag(intf, feature, False)
                     except OSError as exc:
-                        raise FabricError(f"{netns or 'root'}:{intf}: tx offload off failed: "
+                        raise FabricError(f"{netns or 'root'}:{intf}: {feature} off failed: "
                                           f"{exc.strerror}") from None
+        finally:
+            ethtool.close()
 
 
 def tx_checksum_enabled(intf: str, netns: str | None = None) -> bool:
     """Read back the transmit checksum offload setting of one interface."""
     with in_netns(netns):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            value = array.array("I", [ETHTOOL_STXCSUM - 1, 0])  # ETHTOOL_GTXCSUM = 0x16
-            request = struct.pack("16sP", intf.encode(), value.buffer_info()[0])
-            fcntl.ioctl(sock.fileno(), SIOCETHTOOL, request)
-            return bool(value[1])
+        ethtool = Ethtool()
+        try:
+            return bool(ethtool.get_offload_flags(intf)["tx-checksumming"])
+        finally:
+            ethtool.close()
+
+
+def link_drops(netns: str | None = None) -> dict[str, int]:
+    """Per interface of a namespace: the kernel's rx + tx dropped counters (rtnetlink)."""
+    with in_netns(netns):
+        with IPRoute() as ipr:
+            drops = {}
+            for link in ipr.get_links():
+                stats = link.get_attr("IFLA_STATS64") or {}
+                drops[link.get_attr("IFLA_IFNAME")] = (int(stats.get("rx_dropped", 0))
+                                                       + int(stats.get("tx_dropped", 0)))
+            return drops
 
 
 def write_sysctls(values: dict[str, str], netns: str | None = None) -> None:

@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fabric.net.procs import pid_alive  # noqa: F401 - also imported from here
+
 STATE_DIR = Path(os.environ.get("RAILCC_STATE_DIR", "/run/railcc"))
 
 
@@ -48,15 +50,6 @@ class RunState:
     def owner_alive(self) -> bool:
         """True while the process that owns the run still exists."""
         return pid_alive(self.owner_pid)
-
-
-def pid_alive(pid: int) -> bool:
-    """True if a process with this PID exists (and is not a zombie)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return "\nState:\tZ" not in status
 
 
 def load_all() -> list[RunState]:

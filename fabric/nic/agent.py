@@ -4,7 +4,7 @@
 
 A single-threaded event loop (selectors) over the Unix control socket (JSON
 lines, docs/run-folder.md) and one UDP socket per NIC (or, with ``transport:
-"tcp"``, the TCP sockets of fabric/agent_tcp.py); between events it lets
+"tcp"``, the TCP sockets of fabric/nic/tcp.py); between events it lets
 ``AgentCore.pump`` transmit what pacing allows and sleeps exactly until the
 next token / timer deadline. Bad requests get ``{"ok": false, "error": ...}``;
 an unexpected exception is logged with its traceback and the agent exits 1.
@@ -156,7 +156,7 @@ class Agent:
         return {}
 
     def _configure_tcp(self, config: control.AgentConfig) -> dict:
-        """``transport: "tcp"``: kernel TCP between ranks (fabric/agent_tcp.py)."""
+        """``transport: "tcp"``: kernel TCP between ranks (fabric/nic/tcp.py)."""
         core = TcpCore(self.server, config, self.selector, SystemClock())
         try:
             core.listen()

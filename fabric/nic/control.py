@@ -45,7 +45,7 @@ class AgentConfig:
     ack_every: int = 8
     delay_sample_every: int = 1
     transport: str = "roce"
-    #: Announce every flow to the fabric manager and send only once granted (fabric/wire.py).
+    #: Announce every flow to the fabric manager and send only once granted (fabric/nic/wire.py).
     announce: bool = False
     #: A QP idle this long after its last ACK reports its flow done (FLOW_DONE).
     linger_ms: float = 20.0

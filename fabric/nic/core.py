@@ -17,7 +17,8 @@ from fabric.nic.control import AgentConfig, ExpectSpec, RequestError, SendSpec
 from fabric.nic.flows import FlowAnnouncer
 from fabric.nic.port import Clock, NicPort, Transport, earliest
 from fabric.nic.pacing import TokenBucket, wire_bytes
-from fabric.nic.qp import _ACKREQ, _QP_MASK, DATA_HEAD, SendQP, qp_number, split_sizes
+from fabric.nic.qp import SendQP, qp_number, split_sizes
+from fabric.nic.wire import BTH_ACKREQ, BTH_U24, DATA_HEAD
 from fabric.nic.records import (COUNTER_NAMES, Delivery, Records, SentMessage, progress,
                                   write_csvs)
 from fabric.nic.gbn import GbnReceiver
@@ -25,6 +26,7 @@ from fabric.nic.gbn import GbnReceiver
 log = logging.getLogger(__name__)
 
 _DATA_OPS = frozenset(int(op) for op in wire.DATA_OPCODES)
+_DATA_MIN = DATA_HEAD.size + wire.ICRC_LEN  # BTH + data header + ICRC
 
 
 class AgentCore:
@@ -122,10 +124,10 @@ class AgentCore:
     def on_datagram(self, nic_ip: str, src_ip: str, data: bytes | memoryview) -> None:
         """Handle one UDP payload that arrived at NIC ``nic_ip`` from ``src_ip``."""
         size = len(data)
-        if size >= 40 and data[0] in _DATA_OPS:
+        if size >= _DATA_MIN and data[0] in _DATA_OPS:
             _, _, _, qpw, psnw, ts, mid, mlen, offset = DATA_HEAD.unpack_from(data)
-            self._on_data(self.nics[nic_ip], src_ip, qpw & _QP_MASK, psnw & _QP_MASK,
-                          bool(psnw & _ACKREQ), ts, mid, mlen, size - 40)
+            self._on_data(self.nics[nic_ip], src_ip, qpw & BTH_U24, psnw & BTH_U24,
+                          bool(psnw & BTH_ACKREQ), ts, mid, mlen, size - _DATA_MIN)
             return
         try:
             message = wire.decode(bytes(data))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fabric.net.network import Network
+from fabric.net.procs import stop_children
 from fabric.net.sh import FabricError, batch
 from fabric.nic.client import AgentClient, wait_socket
 
@@ -148,15 +149,7 @@ class AgentFleet:
                 client.quit()
             except (OSError, FabricError, ValueError):
                 pass
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_children(self.procs.values(), grace=5.0)
 
 
 def _merge_csv(parts: list[Path], target: Path) -> None:

@@ -12,8 +12,9 @@ Semantics follow InfiniBand RC:
   acknowledges everything before it. The receiver sends one NAK per gap (not
   one per out-of-order packet) until the gap closes; if the resent packet is
   lost again, the sender's timeout recovers.
-- The sender asks for an ACK (BTH AckReq) on the last packet and every
-  ``ack_every`` packets, so a receiver that coalesces ACKs never stalls it.
+- The QP sets BTH AckReq on the last packet of each share and every
+  ``ack_every`` packets (fabric/nic/qp.py), so a receiver that coalesces
+  ACKs never stalls the sender.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class GbnSender:
     """Sender side of one go-back-N transfer of ``total_packets`` packets."""
 
     def __init__(self, total_packets: int, window_packets: int, timeout_s: float,
-                 first_psn: int = 0, ack_every: int | None = None) -> None:
+                 first_psn: int = 0) -> None:
         if total_packets < 1:
             raise ValueError(f"total_packets: must be >= 1, got {total_packets}")
         if not 1 <= window_packets < _HALF:
@@ -51,7 +52,6 @@ class GbnSender:
         self.window = window_packets
         self.timeout_s = timeout_s
         self.first_psn = first_psn
-        self.ack_every = ack_every or max(1, window_packets // 2)
         self.base = 0  # oldest unacknowledged index
         self.next_index = 0  # next index to (re)transmit
         self.high = 0  # one past the highest index ever sent
@@ -78,11 +78,6 @@ class GbnSender:
     def index(self, psn: int) -> int:
         """Transfer index a wire PSN stands for, relative to the oldest unacked packet."""
         return self.base + psn_diff(psn, self.psn(self.base))
-
-    def ack_requested(self, psn: int) -> bool:
-        """Whether the packet with ``psn`` should carry the BTH AckReq bit."""
-        index = self.index(psn)
-        return index == self.total - 1 or (index + 1) % self.ack_every == 0
 
     def deadline(self) -> float | None:
         """When ``poll`` will next declare a timeout, or None if nothing is outstanding."""

@@ -13,7 +13,9 @@ CNP reaction (``QpRate``, a simplified DCQCN; a later issue refines it):
 
 from __future__ import annotations
 
-ETHERNET_HEADER = 14
+from fabric.nic.wire import ETH_HEADER_LEN
+
+ETHERNET_HEADER = ETH_HEADER_LEN  # 14
 CNP_DECREASE = 0.5
 CNP_FLOOR_FRACTION = 0.01
 RECOVERY_PERIOD_NS = 10_000_000

@@ -7,34 +7,29 @@ covers them all. The sender's transfer grows when a share is appended
 for the previous one's last ACK, as on a real RC QP.
 
 Data packets are built in one preallocated buffer per QP with a single
-``struct.pack_into``; the bytes are exactly ``wire.encode(wire.Data(...))``'s
+``wire.DATA_HEAD.pack_into``; the bytes are exactly ``wire.encode(wire.Data(...))``'s
 (checked by the unit tests), only cheaper.
 """
 
 from __future__ import annotations
 
 import bisect
-import struct
 import zlib
 
 from fabric.nic import wire
 from fabric.nic.pacing import QpRate, TokenBucket, wire_bytes
 from fabric.nic.records import SentMessage
 from fabric.nic.gbn import GbnSender
+from fabric.nic.wire import BTH_ACKREQ, BTH_U24, DATA_HEAD
 
-#: BTH (opcode, flags, pkey, resv8|destQP, ackreq|PSN) + railcc data header.
-DATA_HEAD = struct.Struct("!BBHIIQQII")
-BTH_HEAD = struct.Struct("!BBHII")
-_QP_MASK = 0xFFFFFF
-_ACKREQ = 0x80000000
 _RESERVED_QPS = (0, 1)  # QP0 / QP1 are special in InfiniBand
 
 
 def qp_number(local_ip: str, remote_ip: str, index: int, taken: set[int] | dict) -> int:
     """Deterministic 24-bit QP number for (local NIC, remote IP, index), unique in ``taken``."""
-    qp = zlib.crc32(f"{local_ip}>{remote_ip}#{index}".encode()) & _QP_MASK
+    qp = zlib.crc32(f"{local_ip}>{remote_ip}#{index}".encode()) & BTH_U24
     while qp in _RESERVED_QPS or qp in taken:
-        qp = (qp + 1) & _QP_MASK
+        qp = (qp + 1) & BTH_U24
     return qp
 
 
@@ -51,7 +46,7 @@ def packet_count(length: int, chunk: int) -> int:
 
 
 def segment(length: int, chunk: int, index: int) -> tuple[int, int, wire.Opcode]:
-    """Packet ``index`` of a ``length``-byte share: (offset, bytes, opcode), as wire.segments."""
+    """Packet ``index`` of a ``length``-byte share: (offset, bytes, opcode: FIRST/MIDDLE/LAST or ONLY)."""
     count = packet_count(length, chunk)
     offset = index * chunk
     if count == 1:
@@ -104,7 +99,7 @@ class SendQP:
         self.high = 0  # one past the highest packet index ever transmitted
         self.buf = bytearray(mtu - wire.IPV4_HEADER_LEN - wire.UDP_HEADER_LEN)
         self.view = memoryview(self.buf)
-        # Announce mode (fabric/agent_flows.py): the fabric manager knows this QP's flow,
+        # Announce mode (fabric/nic/flows.py): the fabric manager knows this QP's flow,
         # the QP waits for a grant, and when it asked / will report the flow done.
         self.announced = False
         self.held = False
@@ -121,7 +116,7 @@ class SendQP:
         self.shares.append(Share(message, base_offset, length, start, packets))
         self.starts.append(start)
         if self.gbn is None:
-            self.gbn = GbnSender(packets, self.window, self.timeout_s(), 0, self.ack_every)
+            self.gbn = GbnSender(packets, self.window, self.timeout_s(), 0)
         else:
             self.gbn.total += packets  # the transfer grows; see the module docstring
 
@@ -175,7 +170,7 @@ class SendQP:
         ack_req = local == packet_count(share.length, self.chunk) - 1 or \
             (index + 1) % self.ack_every == 0
         DATA_HEAD.pack_into(self.buf, 0, opcode, 0, wire.DEFAULT_PKEY, self.qp,
-                            (_ACKREQ if ack_req else 0) | gbn.psn(index), ts_ns,
+                            (BTH_ACKREQ if ack_req else 0) | gbn.psn(index), ts_ns,
                             share.message.id, share.message.size, share.base_offset + offset)
         end = wire.DATA_HEADER_LEN + wire.BTH_LEN + length + wire.ICRC_LEN
         return self.view[:end], index, share, index < self.high

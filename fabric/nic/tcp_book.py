@@ -1,6 +1,6 @@
 """The socket-free part of the agent's TCP transport: framing, records, dependencies.
 
-Stream format (fabric/agent_tcp.py): per message a 16-byte header (message
+Stream format (fabric/nic/tcp.py): per message a 16-byte header (message
 id u64, size u64, network order) then ``size`` bytes; the receiver replies
 the id (u64) once the whole message arrived. ``TcpBook`` keeps the records
 of docs/run-folder.md and decides which messages may start (``after``

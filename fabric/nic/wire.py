@@ -31,15 +31,35 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Union
 
+#: The one declaration of every header railcc builds or parses (network order);
+#: the controller (controllers/core) and the NIC (fabric/nic) import these.
+#: Ethernet II: destination MAC, source MAC, EtherType.
+ETH_HEADER = struct.Struct("!6s6sH")
+#: IPv4 without options: version|IHL, TOS, total length, ID, flags|fragment,
+#: TTL, protocol, header checksum, source, destination.
+IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
+#: UDP: source port, destination port, length, checksum.
+UDP_HEADER = struct.Struct("!HHHH")
+#: InfiniBand BTH as words: opcode, SE|M|Pad|TVer, P_Key, FECN|BECN|resv6 +
+#: DestQP (u24), AckReq|resv7 + PSN (u24).
+BTH = struct.Struct("!BBHII")
+#: railcc payload header of data packets: send ts ns, message id, length, offset.
+DATA_HEADER = struct.Struct("!QQII")
+#: BTH + data header in one struct, for the per-packet paths (fabric/nic/qp.py, core.py).
+DATA_HEAD = struct.Struct(BTH.format + DATA_HEADER.format[1:])
+BTH_U24 = 0xFFFFFF
+BTH_BECN = 0x40000000  # in the DestQP word
+BTH_ACKREQ = 0x80000000  # in the PSN word
+
 ROCE_PORT = 4791
-BTH_LEN = 12
+ETH_HEADER_LEN = ETH_HEADER.size
+BTH_LEN = BTH.size
 AETH_LEN = 4
 ICRC_LEN = 4
 CNP_PAD_LEN = 16
-#: railcc payload header of data packets: ts ns, message id, length, offset.
-DATA_HEADER_LEN = 24
-IPV4_HEADER_LEN = 20
-UDP_HEADER_LEN = 8
+DATA_HEADER_LEN = DATA_HEADER.size
+IPV4_HEADER_LEN = IPV4_HEADER.size
+UDP_HEADER_LEN = UDP_HEADER.size
 #: Bytes of an IPv4 data packet that are not message bytes (padding).
 DATA_OVERHEAD = IPV4_HEADER_LEN + UDP_HEADER_LEN + BTH_LEN + DATA_HEADER_LEN + ICRC_LEN
 DEFAULT_PKEY = 0xFFFF
@@ -53,8 +73,6 @@ SOURCE_PORT_MIN = 49152
 MANAGER_IP = "10.255.255.254"
 MANAGER_MAC = "02:ff:ff:ff:ff:fe"
 
-_BTH = struct.Struct("!BBHB3sB3s")
-_DATA = struct.Struct("!QQII")
 _REQUEST = struct.Struct("!4s4sQH")
 _GRANT = struct.Struct("!I")
 _DONE = struct.Struct("!4s4sQ")
@@ -160,16 +178,16 @@ def nak(dest_qp: int, expected_psn: int, msn: int = 0) -> Ack:
     return Ack(dest_qp, expected_psn, msn, SYNDROME_NAK_PSN)
 
 
-def _u24(value: int, label: str) -> bytes:
+def _u24(value: int, label: str) -> int:
     if not 0 <= value < PSN_MOD:
         raise WireError(f"{label}: must be 0..{PSN_MOD - 1}, got {value}")
-    return value.to_bytes(3, "big")
+    return value
 
 
 def _bth(opcode: int, dest_qp: int, psn: int, ack_req: bool = False,
          becn: bool = False) -> bytes:
-    return _BTH.pack(opcode, 0, DEFAULT_PKEY, 0x40 if becn else 0, _u24(dest_qp, "dest_qp"),
-                     0x80 if ack_req else 0, _u24(psn, "psn"))
+    return BTH.pack(opcode, 0, DEFAULT_PKEY, (BTH_BECN if becn else 0) | _u24(dest_qp, "dest_qp"),
+                    (BTH_ACKREQ if ack_req else 0) | _u24(psn, "psn"))
 
 
 def _ip(text: str, label: str) -> bytes:
@@ -197,14 +215,14 @@ def encode(message: Message, icrc: int = 0) -> bytes:
             raise WireError(f"data.opcode: must be a SEND opcode, got {message.opcode!r}")
         if message.padding < 0:
             raise WireError(f"data.padding: must be >= 0, got {message.padding}")
-        body = _pack(_DATA, "data", message.send_ts_ns, message.message_id,
+        body = _pack(DATA_HEADER, "data", message.send_ts_ns, message.message_id,
                      message.message_length, message.offset) + bytes(message.padding)
         head = _bth(message.opcode, message.dest_qp, message.psn, message.ack_req, message.becn)
     elif isinstance(message, Ack):
         if not 0 <= message.syndrome <= 0xFF:
             raise WireError(f"ack.syndrome: must be 0..255, got {message.syndrome}")
         head = _bth(Opcode.ACKNOWLEDGE, message.dest_qp, message.psn)
-        body = bytes([message.syndrome]) + _u24(message.msn, "ack.msn")
+        body = bytes([message.syndrome]) + _u24(message.msn, "ack.msn").to_bytes(3, "big")
     elif isinstance(message, Cnp):
         head, body = _bth(Opcode.CNP, message.dest_qp, 0, becn=True), bytes(CNP_PAD_LEN)
     elif isinstance(message, FlowRequest):
@@ -235,8 +253,8 @@ def decode(data: bytes) -> Message:
     if len(data) < BTH_LEN + ICRC_LEN:
         raise WireError(f"packet: too short for BTH + ICRC ({BTH_LEN + ICRC_LEN} bytes), "
                         f"got {len(data)}")
-    opcode, _flags, _pkey, resv, qp3, ackreq, psn3 = _BTH.unpack_from(data)
-    dest_qp, psn = int.from_bytes(qp3, "big"), int.from_bytes(psn3, "big")
+    opcode, _flags, _pkey, qp_word, psn_word = BTH.unpack_from(data)
+    dest_qp, psn = qp_word & BTH_U24, psn_word & BTH_U24
     body = bytes(data[BTH_LEN:-ICRC_LEN])
     try:
         op = Opcode(opcode)
@@ -244,9 +262,9 @@ def decode(data: bytes) -> Message:
         raise WireError(f"bth.opcode: unknown opcode 0x{opcode:02x}") from None
     if op in DATA_OPCODES:
         _expect(body, DATA_HEADER_LEN, "data", exact=False)
-        ts, message_id, length, offset = _DATA.unpack_from(body)
-        return Data(dest_qp, psn, ts, message_id, length, offset,
-                    len(body) - DATA_HEADER_LEN, op, bool(ackreq & 0x80), bool(resv & 0x40))
+        ts, message_id, length, offset = DATA_HEADER.unpack_from(body)
+        return Data(dest_qp, psn, ts, message_id, length, offset, len(body) - DATA_HEADER_LEN,
+                    op, bool(psn_word & BTH_ACKREQ), bool(qp_word & BTH_BECN))
     if op is Opcode.ACKNOWLEDGE:
         _expect(body, AETH_LEN, "ack")
         return Ack(dest_qp, psn, int.from_bytes(body[1:4], "big"), body[0])
@@ -272,30 +290,9 @@ def max_padding(mtu: int) -> int:
     return mtu - DATA_OVERHEAD
 
 
-def padding_for_packet(ip_packet_bytes: int, mtu: int) -> int:
-    """Padding that makes a data packet's IPv4 packet exactly ``ip_packet_bytes`` long."""
-    if not DATA_OVERHEAD <= ip_packet_bytes <= mtu:
-        raise WireError(f"packet size: must be {DATA_OVERHEAD}..{mtu} (mtu) bytes, "
-                        f"got {ip_packet_bytes}")
-    return ip_packet_bytes - DATA_OVERHEAD
-
-
 def ip_packet_size(padding: int) -> int:
     """Size of the IPv4 packet carrying a data packet with ``padding`` message bytes."""
     return DATA_OVERHEAD + padding
-
-
-def segments(message_length: int, mtu: int) -> list[tuple[int, int, Opcode]]:
-    """Split a message into (offset, length, opcode) packets that fit ``mtu``."""
-    if message_length <= 0:
-        raise WireError(f"message_length: must be > 0, got {message_length}")
-    chunk = max_padding(mtu)
-    offsets = list(range(0, message_length, chunk))
-    if len(offsets) == 1:
-        return [(0, message_length, Opcode.SEND_ONLY)]
-    ops = [Opcode.SEND_FIRST] + [Opcode.SEND_MIDDLE] * (len(offsets) - 2) + [Opcode.SEND_LAST]
-    return [(offset, min(chunk, message_length - offset), op)
-            for offset, op in zip(offsets, ops)]
 
 
 def udp_source_port(qp: int, salt: int = 0) -> int:

@@ -42,9 +42,19 @@ def test_each_algorithm_grants_flows_and_the_collective_completes(algorithm, tmp
     # Every QP asked before sending (32 rings hops, one flow each) and was answered.
     assert totals["grants_received"] >= 32 and totals["grant_timeouts"] == 0, totals
     assert summary["conservation"]["ok"], summary["conservation"]
-    # Not crawling (grants not serialised behind timeouts). Typically 0.8-0.95; once
-    # 0.43 as the very first run on a freshly started OVS, so the bound is loose.
-    assert summary["rows"][0]["efficiency"] > 0.2, summary["rows"]
+
+
+def test_adaptive_beats_ecmp_where_ecmp_collides(tmp_path):
+    # The headline workload, seed 1: ECMP hashes two ring hops onto one spine uplink
+    # (measured 10-12 % efficiency for this seed, 92 % under adaptive).
+    efficiency = {}
+    for algorithm in ("ecmp", "adaptive"):
+        data = spec_with("headline", controller={"algorithm": algorithm})
+        summary = run_spec(data, tmp_path / algorithm)
+        assert summary["trusted"], summary["fidelity"]
+        efficiency[algorithm] = next(r["efficiency"] for r in summary["rows"]
+                                     if r["job"] == "ring-a")
+    assert efficiency["adaptive"] > 1.5 * efficiency["ecmp"], efficiency
 
 
 @pytest.mark.parametrize("algorithm", ["adaptive", "proactive"])
@@ -86,7 +96,8 @@ def test_proactive_at_full_load_drops_nothing(tmp_path):
     summary = run_spec(data, tmp_path)
     delivered_everything(tmp_path)
     no_openflow_errors(tmp_path)
+    # Rates granted before sending: no switch queue ever overflowed (ports.csv counters).
     assert summary["loss"]["switch_drops"] == 0, summary["loss"]
-    # Full load, and the NICs were kept busy: fair shares, not a trickle (measured
-    # 0.59-0.75 here; request/grant round trips and the 5 % headroom cost the rest).
-    assert summary["rows"][0]["efficiency"] > 0.4, (summary["rows"], time.monotonic() - start)
+    switch_queues = [q for q in summary["queues"]["ports"].values()]
+    assert switch_queues and sum(q["drops"] for q in switch_queues) == 0, \
+        (summary["queues"], time.monotonic() - start)

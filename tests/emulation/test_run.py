@@ -81,7 +81,13 @@ def test_tiny_buffer_drops_then_go_back_n_recovers(tmp_path):
     # (0.5 %) the run is called untrusted rather than the gap hidden.
     balance = summary["conservation"]
     assert abs(balance["unaccounted"]) <= 0.03 * balance["sent"], balance
-    assert balance["ok"] or not summary["trusted"]
+    # The emulator kept up (CPU, link rates, NIC lateness); only that counter gap may
+    # cost the verdict.
+    others = [r for r in summary["fidelity"]["reasons"] if not r.startswith("conservation:")]
+    assert others == [], summary["fidelity"]
+    # An All2All incast: the drops are in the ToRs' queues towards the servers (ports.csv).
+    ports = summary["queues"]["ports"].values()
+    assert sum(q["drops"] for q in ports if q["tier"] == "host") > 0, summary["queues"]
 
 
 def test_allreduce_busbw_follows_the_slowest_link(tmp_path):
@@ -115,7 +121,10 @@ def test_offered_load_beyond_the_machine_is_untrusted(tmp_path):
                      limits={"run_timeout_s": 120})
     summary = run_spec(data, tmp_path)
     assert summary["trusted"] is False
-    assert summary["fidelity"]["reasons"]
+    # Untrusted because the machine could not keep up, not for any other reason.
+    reasons = summary["fidelity"]["reasons"]
+    assert any(r.startswith(("CPU-bound", "datapath-bound", "NIC agents fell behind"))
+               for r in reasons), reasons
 
 
 def test_bad_spec_is_one_line_and_starts_nothing(tmp_path):

@@ -1,24 +1,30 @@
 """A fake OpenFlow fabric for unit tests (Faucet's fakeoftable idea, for intents).
 
-Each `FakeSwitch` applies intents the way OVS would (strict about groups:
-a flow may only point at a group that already exists), looks packets up by
-priority with masked ``ipv4_dst`` matching, and picks a select-group bucket
-by a hash of the 5-tuple. `FakeFabric.trace` follows a packet from a NIC
-hop by hop over the topology's links until it reaches a server NIC, is
-dropped, is punted, or loops.
+Each `FakeSwitch` checks intents the way OVS would (strict about groups:
+a flow may only point at a group that already exists) and keeps them for
+inspection, and installs the OpenFlow messages `to_ofmsgs` makes of them in
+an `OFPipeline`: forwarding, select groups included, is decided by the real
+rules (the multipath hash actions and the HASH_TABLE slots), with masked
+``ipv4_dst`` matching. `FakeFabric.trace` follows a packet from a NIC hop
+by hop over the topology's links until it reaches a server NIC, is dropped,
+is punted, or loops.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import dataclasses
-import hashlib
+import functools
+import ipaddress
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Iterable
 
-from controllers.core.intents import (ClearSwitch, FlowRule, Group, Intent, Output, PacketOut,
-                                 ToController, ToGroup)
+from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
+
+from controllers.core.intents import ClearSwitch, FlowRule, Group, Intent, PacketOut, ToGroup
 from controllers.core.routing import FabricMap
+from controllers.openflow.ofmsgs import to_ofmsgs
+from tests.unit.controllers.fakeofpipeline import OFPipeline
 from topologies.model import Nic, Topology
 
 MAX_HOPS = 16
@@ -45,17 +51,31 @@ def field_matches(name: str, wanted: Any, value: Any) -> bool:
     return wanted == value
 
 
+@functools.lru_cache(maxsize=None)
+def openflow_messages(intent: Intent) -> tuple:
+    """What the shim sends a switch for one intent (`to_ofmsgs`), cached: tests reprogram a lot."""
+    datapath = SimpleNamespace(id=intent.dpid, ofproto=ofproto_v1_3,
+                               ofproto_parser=ofproto_v1_3_parser)
+    return tuple(to_ofmsgs(datapath, [intent]))
+
+
 @dataclass
 class FakeSwitch:
-    """Flow table 0, group table, and packet-outs of one switch."""
+    """The intents (flows, groups, packet-outs) of one switch and its OpenFlow pipeline."""
 
     dpid: int
     flows: dict[tuple, FlowRule] = field(default_factory=dict)
     groups: dict[int, Group] = field(default_factory=dict)
     packet_outs: list[PacketOut] = field(default_factory=list)
+    pipeline: OFPipeline = field(default_factory=lambda: OFPipeline(field_matches))
 
     def apply(self, intent: Intent) -> None:
         """Apply one intent as a switch would, raising FakeOFError where OVS would answer an error."""
+        self._check(intent)
+        for message in openflow_messages(intent):
+            self.pipeline.apply(message)
+
+    def _check(self, intent: Intent) -> None:
         if isinstance(intent, ClearSwitch):
             self.flows.clear()
             self.groups.clear()
@@ -97,35 +117,8 @@ class FakeSwitch:
         return best[0] if best else None
 
     def outputs(self, packet: dict[str, Any]) -> list[int | str]:
-        """Ports (or ``"controller"``) the packet leaves by; empty means dropped."""
-        flow = self.lookup(packet)
-        if flow is None:
-            return []
-        out: list[int | str] = []
-        for action in flow.actions:
-            if isinstance(action, Output):
-                out.append(action.port)
-            elif isinstance(action, ToController):
-                out.append("controller")
-            elif isinstance(action, ToGroup):
-                out += self._bucket(self.groups[action.group_id], packet)
-        return out
-
-    def _bucket(self, group: Group, packet: dict[str, Any]) -> list[int]:
-        if not group.buckets:
-            return []
-        if group.type != "select":
-            return [bucket.port for bucket in group.buckets]
-        five_tuple = "|".join(str(packet.get(k)) for k in
-                              ("ipv4_src", "ipv4_dst", "ip_proto", "udp_src", "udp_dst"))
-        # A strong hash per switch: CRC32 is affine, so its low bits polarize across hops.
-        digest = hashlib.blake2b(f"{self.dpid}|{five_tuple}".encode(), digest_size=8).digest()
-        point = int.from_bytes(digest, "big") % sum(b.weight for b in group.buckets)
-        for bucket in group.buckets:
-            if point < bucket.weight:
-                return [bucket.port]
-            point -= bucket.weight
-        raise AssertionError("unreachable")
+        """Ports (or ``"controller"``) the packet leaves by, per the OpenFlow pipeline; empty: dropped."""
+        return self.pipeline.outputs(packet)
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,37 @@ def test_flows_spread_over_all_spines_and_parallel_links(setup):
     assert first_ports == uplinks
 
 
+def up_ports(topology, switch):
+    """Ports of ``switch`` on links toward a higher tier."""
+    ports = set()
+    for link in topology.links:
+        for near, far in ((link.a, link.b), (link.b, link.a)):
+            peer = topology.node(far.node)
+            if (near.node == switch and peer.is_switch
+                    and TIER[peer.kind] > TIER[topology.node(switch).kind]):
+                ports.add(near.port)
+    return ports
+
+
+def test_successive_tiers_hash_independently_rail_3tier():
+    """ToR and leaf choose uplinks independently: every (ToR uplink, leaf uplink) pair is used.
+
+    With one hash basis on every switch the leaf would repeat the ToR's slot
+    (polarization) and most pairs would never be seen.
+    """
+    topology, fabric = RAIL_3TIER
+    src, dst = far_pair(topology)
+    seen = set()
+    for udp_src in range(49152, 49152 + 512):
+        hops, _ = fabric.trace(src, dst.ip, udp_src=udp_src)
+        seen.add((hops[0].out_port, hops[1].switch, hops[1].out_port))
+    leaf_of = {port: leaf for port, leaf, _ in seen}
+    assert set(leaf_of) == up_ports(topology, src.tor)
+    expected = {(port, leaf, up) for port, leaf in leaf_of.items()
+                for up in up_ports(topology, leaf)}
+    assert len(expected) >= 16 and seen == expected
+
+
 def test_same_flow_always_takes_the_same_path(setup):
     topology, _, fabric = setup
     src, dst = far_pair(topology)

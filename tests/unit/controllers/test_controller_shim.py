@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 from types import SimpleNamespace
 
 import pytest
@@ -12,8 +13,8 @@ from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 from controllers.openflow import launcher
 from controllers.algorithms.registry import ALGORITHMS, Algorithm, UnknownAlgorithm, make_algorithm
 from controllers.algorithms.ecmp import EcmpAlgorithm
-from controllers.core.intents import (Bucket, ClearSwitch, FlowRule, Group, Meter, Output, PacketOut,
-                                 RateGrant, ToController, ToGroup)
+from controllers.core.intents import (Bucket, ClearSwitch, FlowRule, Group, Output, PacketOut,
+                                      ToController, ToGroup)
 from controllers.openflow.ofmsgs import (HASH_SLOTS, HASH_TABLE, hash_slots, switch_hash_basis,
                                to_ofmsgs)
 from topologies import load
@@ -32,6 +33,42 @@ def serialize(messages):
         message.serialize()
         assert len(message.buf) >= 8
     return messages
+
+
+#: OpenFlow 1.3 wire layouts (the spec's, not os-ken's): header, then the message body.
+OFP_HEADER = struct.Struct("!BBHI")  # version, type, length, xid
+FLOW_MOD = struct.Struct("!QQBBHHHIIIH2xHH")  # cookie .. flags, then match type and length
+GROUP_MOD = struct.Struct("!HBxI")  # command, type, group id
+OFPT_FLOW_MOD, OFPT_GROUP_MOD, OFPT_BARRIER_REQUEST = 14, 15, 20
+
+
+def wire_fields(message) -> tuple:
+    """(type, fields) of a serialized OpenFlow message, decoded from its bytes."""
+    version, kind, length, _ = OFP_HEADER.unpack_from(message.buf)
+    assert version == 4 and length == len(message.buf)
+    if kind == OFPT_FLOW_MOD:
+        (_, _, table, command, _, _, _, _, out_port, out_group, _, match_type,
+         match_len) = FLOW_MOD.unpack_from(message.buf, OFP_HEADER.size)
+        return kind, {"table": table, "command": command, "out_port": out_port,
+                      "out_group": out_group, "match": (match_type, match_len)}
+    if kind == OFPT_GROUP_MOD:
+        command, _, group_id = GROUP_MOD.unpack_from(message.buf, OFP_HEADER.size)
+        return kind, {"command": command, "group": group_id}
+    return kind, {}
+
+
+#: ClearSwitch on the wire: delete flows in all tables (0xff) of any out port / group with an
+#: empty OXM match, then delete group 0xfffffffc (OFPG_ALL).
+CLEAR_SWITCH = [
+    (OFPT_FLOW_MOD, {"table": 0xFF, "command": 3, "out_port": 0xFFFFFFFF,
+                     "out_group": 0xFFFFFFFF, "match": (1, 4)}),
+    (OFPT_GROUP_MOD, {"command": 2, "group": 0xFFFFFFFC}),
+]
+
+
+def test_clear_switch_deletes_every_flow_of_every_table_and_every_group():
+    messages = serialize(to_ofmsgs(fake_datapath(), [ClearSwitch(DPID), ClearSwitch(DPID + 1)]))
+    assert [wire_fields(m) for m in messages] == CLEAR_SWITCH
 
 
 def test_switch_program_serializes_in_order():
@@ -53,7 +90,7 @@ def test_switch_program_serializes_in_order():
     assert last_slot < first_user
 
 
-def test_flow_group_packet_out_meter_fields():
+def test_flow_group_packet_out_fields():
     dp = fake_datapath()
     intents = [
         Group(DPID, 3, "select", (Bucket(5), Bucket(6, weight=2))),
@@ -64,14 +101,12 @@ def test_flow_group_packet_out_meter_fields():
         FlowRule(DPID, 232, {"eth_type": 0x0800, "ipv4_dst": "10.1.0.1"}, (Output(1),),
                  command="delete"),
         PacketOut(DPID, 4, b"\x01" * 60),
-        Meter(DPID, 1, 5000, 100),
         Group(DPID, 3, command="delete"),
         FlowRule(DPID + 1, 0),  # other switch: skipped
-        RateGrant("qp1", 5.0),  # not OpenFlow: skipped
     ]
     messages = serialize(to_ofmsgs(dp, intents, salt=7))
     slots, rest = messages[:HASH_SLOTS], messages[HASH_SLOTS:]
-    route, arp, miss, delete, out, meter, group_del = rest
+    route, arp, miss, delete, out, group_del = rest
     assert all(m.table_id == HASH_TABLE and m.match["reg1"] == 3 for m in slots)
     assert [m.match["reg0"] for m in slots] == list(range(HASH_SLOTS))
     ports = [m.instructions[0].actions[0].port for m in slots]
@@ -86,10 +121,8 @@ def test_flow_group_packet_out_meter_fields():
     assert miss.priority == 0 and miss.instructions == []
     assert delete.command == ofproto_v1_3.OFPFC_DELETE_STRICT
     assert out.in_port == ofproto_v1_3.OFPP_CONTROLLER and out.actions[0].port == 4
-    assert meter.bands[0].rate == 5000
     assert group_del.table_id == HASH_TABLE and group_del.match["reg1"] == 3
     assert group_del.command == ofproto_v1_3.OFPFC_DELETE
-    assert ClearSwitch(DPID) == ClearSwitch(DPID)
 
 
 def test_hash_slots_follow_weights_and_interleave():
@@ -174,7 +207,9 @@ def test_shim_programs_switch_marks_ready_after_barrier_and_answers_arp(tmp_path
     dp = RecordingDatapath(tor.dpid)
     app.on_features(SimpleNamespace(msg=SimpleNamespace(datapath=dp)))
     barrier = dp.sent[-1]
-    assert type(barrier).__name__ == "OFPBarrierRequest"
+    assert [wire_fields(m) for m in dp.sent[:2]] == CLEAR_SWITCH  # the program starts clean
+    assert wire_fields(barrier)[0] == OFPT_BARRIER_REQUEST
+    assert OFPT_BARRIER_REQUEST not in [wire_fields(m)[0] for m in dp.sent[:-1]]
     assert json.loads(ready.read_text())["configured"] == []
     app.on_barrier(SimpleNamespace(msg=SimpleNamespace(datapath=dp, xid=barrier.xid + 7)))
     assert json.loads(ready.read_text())["configured"] == []

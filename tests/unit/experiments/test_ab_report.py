@@ -12,8 +12,9 @@ import pytest
 
 from tests.unit.experiments.test_analysis import CPU_BOUND, make_run
 
-from experiments.ab import plan as ab, report as ab_report  # noqa: E402
-from experiments.ab.plan import make_plan, run_ab  # noqa: E402
+from experiments.ab import report as ab_report
+from experiments.ab.campaign import run_ab
+from experiments.ab.plan import make_plan
 from experiments.workload.spec import load_spec  # noqa: E402
 from fabric.net.sh import FabricError  # noqa: E402
 
@@ -139,7 +140,7 @@ def test_cli_validation_fails_before_anything_starts(monkeypatch, capsys, tmp_pa
         raise AssertionError("started despite invalid options")
 
     monkeypatch.setattr("fabric.net.network.require_root", forbidden)
-    monkeypatch.setattr(ab, "run_ab", forbidden)
+    monkeypatch.setattr("experiments.ab.campaign.run_ab", forbidden)
     monkeypatch.setattr(sys, "argv", ["railcc", "ab", str(SPEC), "-o", str(tmp_path / "o"),
                                       *args])
     with pytest.raises(SystemExit) as exit_info:
@@ -153,7 +154,7 @@ def test_cli_validation_fails_before_anything_starts(monkeypatch, capsys, tmp_pa
 def test_cli_json_with_a_fake_runner(monkeypatch, capsys, tmp_path):
     from experiments.cli import main as cli
     monkeypatch.setattr("fabric.net.network.require_root", lambda: None)
-    monkeypatch.setattr(ab, "_default_runner", FakeRunner())
+    monkeypatch.setattr("experiments.cli.ab.default_runner", FakeRunner())
     monkeypatch.setattr(sys, "argv", ["railcc", "ab", str(SPEC), "--algos", "adaptive,ecmp",
                                       "--repeat", "1", "-o", str(tmp_path / "o"), "--json"])
     cli.main()

@@ -77,10 +77,24 @@ def test_bootstrap_narrows_with_more_samples():
     assert many[1] < 0.6 < many[2]
 
 
+def test_bootstrap_ci_covers_the_true_mean_about_as_often_as_promised():
+    import numpy as np
+    rng = np.random.default_rng(5)
+    hits = {0.95: 0, 0.5: 0}
+    for trial in range(200):
+        sample = rng.normal(0.6, 0.05, 30)
+        for confidence in hits:
+            _, low, high = bootstrap_ci(sample, confidence=confidence, seed=trial)
+            hits[confidence] += low <= 0.6 <= high
+    assert 0.88 * 200 <= hits[0.95] <= 0.99 * 200
+    assert 0.35 * 200 <= hits[0.5] <= 0.65 * 200
+
+
 def test_bootstrap_edge_cases():
     assert bootstrap_ci([]) is None
     assert bootstrap_ci([0.7]) == (0.7, 0.7, 0.7)
     assert bootstrap_ci([0.5, 0.5, 0.5]) == pytest.approx((0.5, 0.5, 0.5))
+    assert bootstrap_ci([0.4, 0.6]) == pytest.approx((0.5, 0.4, 0.6))  # resamples: .4 .5 .6
     with pytest.raises(ValueError, match="confidence"):
         bootstrap_ci([1.0, 2.0], confidence=1.5)
 

@@ -1,7 +1,9 @@
 """Collective schedules (ring AllReduce, All2All with/without PXN, pipeline) and placement."""
 
-from collections import Counter, defaultdict
+import copy
+from collections import Counter
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,17 +32,146 @@ def test_allreduce_bytes_per_rank_match_ring_definition(n, rails, unit):
             assert t.dst == ranks[(ranks.index(t.src) + 1) % n]
 
 
-def test_allreduce_moves_every_chunk_through_the_ring():
-    """Each rail: chunk c is sent n-1 times in reduce-scatter and n-1 times in all-gather."""
-    schedule = col.ring_allreduce(RANKS, 4 * 2 * 10, rails=2)
-    n = 4
-    sent_chunks = defaultdict(Counter)
+# -- the schedules run on integer buffers ------------------------------------------------
+# A Transfer names NICs, a size, a step and dependencies, but no chunk or byte offset. The
+# simulations below derive what each transfer carries from that: a ring transfer with a
+# dependency forwards the chunk its dependency delivered to its source NIC; one without
+# (step 0) sends its rank's own chunk (rank i: chunk i of the rail's share). All2All pieces
+# fill, in schedule order, the part of the sender's block for the destination that belongs
+# to the destination's rail. Each transfer's size must equal the bytes it is found to carry.
+
+
+def ring_chunks(size, rails, n):
+    """Byte range of (rail, chunk) in a rank's S-byte buffer: rail shares, each cut in n."""
+    bounds, start = {}, 0
+    for rail, share in enumerate(col.split(size, rails)):
+        for chunk, length in enumerate(col.split(share, n)):
+            bounds[rail, chunk] = slice(start, start + length)
+            start += length
+    assert start == size
+    return bounds
+
+
+def start_buffers(ranks, size, seed=0):
+    """A distinct random vector of positive integers per rank (a partial sum is never the total)."""
+    rng = np.random.default_rng(seed)
+    return {rank: rng.integers(1, 1000, size) for rank in ranks}
+
+
+def run_ring(schedule, buffers, reduce_steps):
+    """Apply the schedule step by step: reduce-scatter steps add, the others copy."""
+    ranks, n = list(schedule.ranks), len(schedule.ranks)
+    bounds = ring_chunks(schedule.size, schedule.rails, n)
+    by_id = {t.id: t for t in schedule.transfers()}
+    carried = {}  # transfer id -> (rail, chunk)
     for k, step in enumerate(schedule.steps):
+        moves = []
         for t in step:
-            i = RANKS.index(t.src)
-            shift = k if k < n - 1 else k - n
-            sent_chunks[t.src_rail][(i - shift) % n] += 1
-    assert all(counts == {c: 2 * (n - 1) for c in range(n)} for counts in sent_chunks.values())
+            if t.depends_on:
+                (dep,) = t.depends_on
+                assert (by_id[dep].dst, by_id[dep].dst_rail) == (t.src, t.src_rail), t.id
+                rail, chunk = carried[dep]
+            else:
+                rail, chunk = t.src_rail, ranks.index(t.src)
+            assert t.src_rail == t.dst_rail == rail, f"{t.id}: leaves rail {rail}"
+            piece = bounds[rail, chunk]
+            assert t.size == piece.stop - piece.start, f"{t.id}: chunk {chunk} has other size"
+            data = buffers[t.src][piece].copy()
+            assert (data >= 0).all(), f"{t.id}: sends chunk {chunk} it does not hold"
+            carried[t.id] = (rail, chunk)
+            moves.append((t.dst, piece, data))
+        for dst, piece, data in moves:  # a step's transfers run at the same time
+            if k in reduce_steps:
+                buffers[dst][piece] += data
+            else:
+                buffers[dst][piece] = data
+    return buffers
+
+
+sizes = st.tuples(st.integers(2, 6), st.integers(1, 3), st.integers(0, 40)).map(
+    lambda t: (t[0], t[1], t[0] * t[1] + t[2]))  # ranks, rails, size (uneven splits too)
+
+
+@settings(max_examples=80, deadline=None)
+@given(sizes)
+def test_allreduce_leaves_every_rank_with_the_elementwise_sum(case):
+    n, rails, size = case
+    ranks = [f"h{i + 1}" for i in range(n)]
+    start = start_buffers(ranks, size)
+    total = sum(start.values())
+    schedule = col.ring_allreduce(ranks, size, rails)
+    end = run_ring(schedule, copy.deepcopy(start), reduce_steps=range(n - 1))
+    for rank in ranks:
+        assert (end[rank] == total).all(), rank
+
+
+@settings(max_examples=80, deadline=None)
+@given(sizes)
+def test_reduce_scatter_leaves_each_chunk_summed_on_exactly_one_rank(case):
+    n, rails, size = case
+    ranks = [f"h{i + 1}" for i in range(n)]
+    start = start_buffers(ranks, size)
+    total = sum(start.values())
+    end = run_ring(col.ring_reduce_scatter(ranks, size, rails), copy.deepcopy(start),
+                   reduce_steps=range(n - 1))
+    summed = {(rank, rail, chunk) for rank in ranks
+              for (rail, chunk), piece in ring_chunks(size, rails, n).items()
+              if (end[rank][piece] == total[piece]).all()}
+    # every chunk of every rail summed on exactly one rank, and every rank owns one per rail
+    assert Counter((rail, chunk) for _, rail, chunk in summed) == {
+        (rail, chunk): 1 for rail in range(rails) for chunk in range(n)}
+    assert Counter((rank, rail) for rank, rail, _ in summed) == {
+        (rank, rail): 1 for rank in ranks for rail in range(rails)}
+
+
+@settings(max_examples=80, deadline=None)
+@given(sizes)
+def test_all_gather_leaves_every_rank_with_every_ranks_chunk(case):
+    n, rails, size = case
+    ranks = [f"h{i + 1}" for i in range(n)]
+    own = start_buffers(ranks, size)
+    bounds = ring_chunks(size, rails, n)
+    gathered = np.full(size, -1)
+    buffers = {}
+    for i, rank in enumerate(ranks):
+        buffers[rank] = np.full(size, -1)  # -1: not held yet
+        for rail in range(rails):
+            piece = bounds[rail, i]
+            buffers[rank][piece] = gathered[piece] = own[rank][piece]
+    end = run_ring(col.ring_all_gather(ranks, size, rails), buffers, reduce_steps=())
+    for rank in ranks:
+        assert (end[rank] == gathered).all(), rank
+
+
+def block(size, n, b):
+    """Byte range of the block for rank index ``b`` in an All2All send buffer."""
+    shares = col.split(size, n)
+    return slice(sum(shares[:b]), sum(shares[:b + 1]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(2, 5), rails=st.integers(1, 4), size=st.integers(1, 400),
+       pxn=st.booleans())
+def test_all2all_leaves_every_rank_with_its_block_of_every_rank(n, rails, size, pxn):
+    ranks = [f"h{i + 1}" for i in range(n)]
+    send = start_buffers(ranks, size)
+    received = {dst: {src: np.full(block(size, n, b).stop - block(size, n, b).start, -1)
+                      for src in ranks} for b, dst in enumerate(ranks)}
+    filled = Counter()  # (src, dst, dst rail) -> bytes of that rail's part received
+    for t in col.all2all(ranks, size, rails, pxn=pxn).transfers():
+        assert t.src != t.dst
+        b = ranks.index(t.dst)
+        mine = block(size, n, b)
+        parts = col.split(mine.stop - mine.start, rails)  # the part for each of b's rails
+        begin = sum(parts[:t.dst_rail]) + filled[t.src, t.dst, t.dst_rail]
+        assert filled[t.src, t.dst, t.dst_rail] + t.size <= parts[t.dst_rail], t.id
+        received[t.dst][t.src][begin:begin + t.size] = \
+            send[t.src][mine.start + begin: mine.start + begin + t.size]
+        filled[t.src, t.dst, t.dst_rail] += t.size
+    for b, dst in enumerate(ranks):
+        received[dst][dst] = send[dst][block(size, n, b)]  # its own block never leaves
+        for src in ranks:
+            assert (received[dst][src] == send[src][block(size, n, b)]).all(), (src, dst)
 
 
 def test_ring_dependencies_wait_for_the_previous_receive():

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from experiments.workload.collectives import busbw_factor
-from experiments.workload.spec import Experiment, SpecError, from_dict, load_spec, parse_size
+from experiments.workload.spec import (DTYPES, Experiment, SpecError, from_dict, load_spec,
+                                       parse_size)
 
 SPECS = sorted((Path(__file__).parents[3] / "experiments" / "specs").glob("*.toml"))
 BASE = {"experiment": {"name": "t"}, "topology": {"preset": "rail-2tier-small"},
@@ -62,7 +63,7 @@ def _set(table: str, **values):
     (_job(0, name="a b"), "jobs[0].name: must be 1..40 letters, digits, '-' or '_', got 'a b'"),
     (_job(1, name="job0"), "jobs[1].name: job name 'job0' used twice"),
     (_job(0, gpus=8), "jobs[0].gpus: unknown key (known: name, collective, servers, placement, "
-                      "rails, sizes, iterations, pxn, qps_per_connection, microbatches)"),
+                      "rails, sizes, dtype, iterations, pxn, qps_per_connection, microbatches)"),
     (lambda d: d.update(jobs=[]), "jobs: need at least one [[jobs]] table"),
     (lambda d: d.update(extra={}), "extra: unknown key (known: experiment, topology, "
                                    "controller, jobs, transport, telemetry, limits)"),
@@ -203,3 +204,16 @@ def test_multijob_spec_is_two_disjoint_allreduce_jobs():
     a, b = experiment.jobs
     assert a.collective == b.collective == "allreduce" and len(a.servers) == len(b.servers) == 4
     assert not set(a.servers) & set(b.servers)
+
+
+def test_dtype_defaults_to_float32_and_reaches_the_manifest():
+    experiment = from_dict(_with(_job(1, dtype="bfloat16")))
+    assert [job.dtype for job in experiment.jobs] == ["float32", "bfloat16"]
+    assert [job["dtype"] for job in experiment.to_dict()["jobs"]] == ["float32", "bfloat16"]
+
+
+def test_dtype_is_one_of_the_nccl_tests_types():
+    assert set(DTYPES) == {"int8", "uint8", "int32", "uint32", "int64", "uint64", "float16",
+                           "bfloat16", "float32", "float64"}
+    with pytest.raises(SpecError, match=r"^jobs\[0\]\.dtype: must be one of int8, .*, got 'half'$"):
+        from_dict(_with(_job(0, dtype="half")))

@@ -1,4 +1,4 @@
-"""Announce mode of the NIC agent (fabric/agent_flows.py) with a fake fabric manager:
+"""Announce mode of the NIC agent (fabric/nic/flows.py) with a fake fabric manager:
 nothing is sent before the grant, the grant's rate paces the QP, lost requests are
 retried, and an idle QP reports its flow done after the linger."""
 

@@ -16,12 +16,31 @@ def test_split_sizes_cover_the_message(size, qps):
     assert len(sizes) == min(qps, size) and max(sizes) - min(sizes) <= 1
 
 
+def segments(length, chunk):
+    """The test's oracle: the whole share cut into (offset, bytes, opcode) packets at once."""
+    offsets = list(range(0, length, chunk))
+    if len(offsets) == 1:
+        return [(0, length, wire.Opcode.SEND_ONLY)]
+    ops = ([wire.Opcode.SEND_FIRST] + [wire.Opcode.SEND_MIDDLE] * (len(offsets) - 2)
+           + [wire.Opcode.SEND_LAST])
+    return [(offset, min(chunk, length - offset), op) for offset, op in zip(offsets, ops)]
+
+
 @given(st.integers(1, 200_000), st.sampled_from([1500, 4096, 9000]))
-def test_segment_matches_wire_segments(length, mtu):
+def test_segment_matches_cutting_the_whole_share(length, mtu):
     chunk = wire.max_padding(mtu)
-    expected = wire.segments(length, mtu)
+    expected = segments(length, chunk)
     assert packet_count(length, chunk) == len(expected)
     assert [segment(length, chunk, i) for i in range(len(expected))] == expected
+
+
+def test_segments_cover_the_share_with_ib_opcodes():
+    chunk = wire.max_padding(1500)
+    parts = [segment(2 * chunk + 10, chunk, i) for i in range(3)]
+    assert [(o, n) for o, n, _ in parts] == [(0, chunk), (chunk, chunk), (2 * chunk, 10)]
+    assert [op for _, _, op in parts] == [wire.Opcode.SEND_FIRST, wire.Opcode.SEND_MIDDLE,
+                                          wire.Opcode.SEND_LAST]
+    assert packet_count(5, chunk) == 1 and segment(5, chunk, 0) == (0, 5, wire.Opcode.SEND_ONLY)
 
 
 def test_qp_numbers_are_deterministic_unique_and_not_special():

@@ -9,6 +9,12 @@ from hypothesis import strategies as st
 from fabric.nic.gbn import PSN_MOD, GbnReceiver, GbnSender, psn_add, psn_diff
 
 
+def ack_requested(sender, psn):
+    """The test sender's AckReq: last packet and every (window / 2)-th (SendQP.take's rule, per share)."""
+    index = sender.index(psn)
+    return index == sender.total - 1 or (index + 1) % max(1, sender.window // 2) == 0
+
+
 def run(sender, receiver, drop_data=(), drop_ack=(), max_ticks=10_000, tick=0.001):
     """Tiny in-memory network: FIFO, one tick each way; drops the n-th packets listed."""
     data_seen = acks_seen = 0
@@ -20,7 +26,7 @@ def run(sender, receiver, drop_data=(), drop_ack=(), max_ticks=10_000, tick=0.00
         sender.poll(now)
         for psn in sender.next_to_send(now):
             if data_seen not in drop_data:
-                to_rx.append((psn, sender.ack_requested(psn)))
+                to_rx.append((psn, ack_requested(sender, psn)))
             data_seen += 1
         while to_rx:
             psn, ack_req = to_rx.popleft()

@@ -8,9 +8,13 @@ from hypothesis import strategies as st
 from scapy.compat import raw
 from scapy.contrib.roce import AETH, BTH, CNPPadding, cnp
 from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
+from controllers.core.inband import control_frame
 from fabric.nic import wire
+from fabric.nic.qp import SendQP
+from fabric.nic.records import SentMessage
 
 u24 = st.integers(0, 2**24 - 1)
 u32 = st.integers(0, 2**32 - 1)
@@ -58,6 +62,27 @@ def test_scapy_decodes_our_data_packets(qp, psn, padding, ack_req):
     assert raw(bth.payload) == payload[wire.BTH_LEN:-wire.ICRC_LEN]
     ts, message_id, length, offset = struct.unpack("!QQII", raw(bth.payload)[:24])
     assert (ts, message_id, length, offset) == (123, 7, 1000, 0)
+
+
+def test_scapy_decodes_frames_the_nic_and_the_controller_build():
+    """Scapy, not our decoder, reads a NIC data packet (SendQP's fast codec) and a controller CNP."""
+    qp = SendQP(0xABCDE, "10.0.0.1", 0, "10.1.0.1", 50123, 1500, 10.0, window=8, rto_s=0.05,
+                ack_every=2, now_ns=0)
+    qp.add_share(SentMessage(7, 0, "10.1.0.1", 3000, 1), 0, 3000)
+    for psn in range(3):
+        payload, _, _, _ = qp.take(0.0, 99)
+        frame = raw(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") /
+                    IP(src="10.0.0.1", dst="10.1.0.1") / UDP(sport=50123, dport=wire.ROCE_PORT)
+                    / Raw(bytes(payload)))
+        packet = Ether(frame)
+        bth = packet[BTH]
+        assert packet[UDP].dport == 4791 and (bth.dqpn, bth.psn) == (0xABCDE, psn)
+        assert bth.opcode == (0x00, 0x01, 0x02)[psn]  # SEND_FIRST, MIDDLE, LAST
+        assert bth.ackreq == (psn in (1, 2)) and bth.becn == 0 and bth.pkey == 0xFFFF
+    cnp_frame = Ether(control_frame("02:00:00:00:00:01", "10.0.0.1", wire.Cnp(0x1234)))
+    assert cnp_frame[IP].dst == "10.0.0.1" and cnp_frame[UDP].dport == 4791
+    assert (cnp_frame[BTH].opcode, cnp_frame[BTH].dqpn, cnp_frame[BTH].psn) == (0x81, 0x1234, 0)
+    assert cnp_frame[BTH].becn == 1 and cnp_frame.haslayer(CNPPadding)
 
 
 def test_scapy_decodes_ack_and_nak_aeth():
@@ -124,24 +149,10 @@ def test_frame_size_helpers_respect_mtu():
     assert wire.DATA_OVERHEAD == 20 + 8 + 12 + 24 + 4
     assert wire.max_padding(9000) == 9000 - 68
     assert wire.ip_packet_size(wire.max_padding(1500)) == 1500
-    padding = wire.padding_for_packet(1000, 1500)
-    packet = wire.encode(wire.Data(1, 2, 3, 4, 5, 6, padding))
-    assert 28 + len(packet) == 1000
-    with pytest.raises(wire.WireError, match="packet size"):
-        wire.padding_for_packet(1501, 1500)
+    packet = wire.encode(wire.Data(1, 2, 3, 4, 5, 6, padding=1000 - wire.DATA_OVERHEAD))
+    assert 28 + len(packet) == 1000 == wire.ip_packet_size(1000 - wire.DATA_OVERHEAD)
     with pytest.raises(wire.WireError, match="mtu"):
         wire.max_padding(60)
-
-
-def test_segments_cover_the_message_with_ib_opcodes():
-    chunk = wire.max_padding(1500)
-    parts = wire.segments(2 * chunk + 10, 1500)
-    assert [(o, n) for o, n, _ in parts] == [(0, chunk), (chunk, chunk), (2 * chunk, 10)]
-    assert [op for _, _, op in parts] == [wire.Opcode.SEND_FIRST, wire.Opcode.SEND_MIDDLE,
-                                          wire.Opcode.SEND_LAST]
-    assert wire.segments(5, 1500) == [(0, 5, wire.Opcode.SEND_ONLY)]
-    with pytest.raises(wire.WireError, match="message_length"):
-        wire.segments(0, 1500)
 
 
 def test_udp_source_port_is_deterministic_entropy_in_dynamic_range():

@@ -4,6 +4,8 @@ import pytest
 
 from topologies import FabricSpec, TopologyError, build, from_dict, preset
 from topologies.build import SWITCH_IFNAME_MAX
+from topologies.presets import from_table
+from topologies.spec import FabricModel
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -65,3 +67,36 @@ def test_unknown_preset_lists_known_ones():
 def test_defaults_are_one_speed_everywhere():
     spec = FabricSpec(name="d")
     assert spec.fabric_mbps == spec.nic_mbps
+
+
+def test_model_defaults_are_the_specs():
+    assert FabricModel(name="d").to_spec() == FabricSpec(name="d")
+
+
+def test_from_dict_takes_no_preset():
+    with pytest.raises(TopologyError, match=r"^preset: unknown key \(known: name, rails, "):
+        from_dict({"preset": "rail-2tier-small"})
+
+
+def test_table_is_a_preset_plus_overrides():
+    spec = from_table({"preset": "rail-2tier-small", "nic_mbps": 20, "name": "mine"})
+    assert spec == preset("rail-2tier-small").replace(nic_mbps=20, name="mine")
+
+
+def test_table_may_be_inline():
+    assert from_table({"name": "t", "rails": 2}) == FabricSpec(name="t", rails=2)
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"preset": "nope"}, "topology.preset: unknown preset 'nope' (known: rail-2tier-small, "
+                         "rail-2tier, rail-3tier, fat-tree-k4)"),
+    ({"preset": "rail-2tier-small", "racks": 2}, "topology.racks: unknown key (known: name, "),
+    ({"preset": "rail-2tier-small", "rails": 0}, "topology.rails: must be 1..8, got 0"),
+    ({"preset": "rail-2tier-small", "mtu": "9000"}, "topology.mtu: must be an integer, got '9000'"),
+    ({"rails": 2}, "topology.name: required"),
+    ([1, 2], "topology: must be a table, got [1, 2]"),
+])
+def test_bad_table_is_named(table, message):
+    with pytest.raises(TopologyError) as info:
+        from_table(table, where="topology")
+    assert str(info.value).startswith(message)
