@@ -1,8 +1,8 @@
 """Intents: what an algorithm wants the fabric to do, as plain frozen data.
 
 Algorithms return lists of these; the os-ken shim (`controllers.openflow.ofmsgs`)
-turns them into OpenFlow 1.3 messages, and the unit tests' fake flow table
-applies them directly. Order matters: a list is sent in order, so a `Group`
+turns them into OpenFlow 1.3 messages, which the unit tests' fake flow table
+runs. Order matters: a list is sent in order, so a `Group`
 must come before any `FlowRule` that points at it.
 
 Match fields use OpenFlow 1.3 OXM names as os-ken spells them (``in_port``,

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from fabric.net.network import Network
+from fabric.net.procs import stop_children
 from fabric.net.sh import FabricError
 from fabric.measure.telemetry import read_queues
 from topologies import Topology
@@ -118,13 +119,7 @@ def measure_tcp(net: Network, src: str, dst: str, seconds: float = 4.0) -> float
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_children([proc], 5.0)
 
 
 def calibrate_links(net: Network, seconds: float = 4.0) -> list[LinkClassResult]:

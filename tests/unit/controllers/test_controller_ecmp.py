@@ -1,9 +1,7 @@
-"""ECMP end to end on a fake fabric: every NIC reaches every NIC, minimally, spread over spines."""
+"""ECMP end to end on a fake fabric running the real OpenFlow rules: every NIC reaches every
+NIC, minimally, spread over spines by the switches' multipath hash and hash-table slots."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import networkx as nx
 import pytest
