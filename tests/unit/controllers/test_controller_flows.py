@@ -4,8 +4,6 @@ reactive notifies exactly the flows crossing a hot port; grants reach the right 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings

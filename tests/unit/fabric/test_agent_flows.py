@@ -5,8 +5,6 @@ retried, and an idle QP reports its flow done after the linger."""
 from __future__ import annotations
 
 import heapq
-import sys
-from pathlib import Path
 
 from tests.unit.fabric.test_agent_core import A, B, FakeClock, SimNet, _transfer
 
