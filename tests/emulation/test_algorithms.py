@@ -1,6 +1,6 @@
 """adaptive / proactive / reactive on rail-2tier-small: they connect, the NICs' in-band
 requests are granted and the collectives complete; a spine link taken down mid-run is
-routed around; proactive at full load drops nothing in the switches."""
+routed around; proactive at full load (the headline) drops nothing in the switches."""
 
 from __future__ import annotations
 
@@ -89,11 +89,13 @@ def test_a_spine_link_down_mid_run_is_routed_around(algorithm, tmp_path):
 
 
 def test_proactive_at_full_load_drops_nothing(tmp_path):
-    data = spec_with("all2all", controller={"algorithm": "proactive"},
-                     jobs=[{"name": "moe", "collective": "all2all", "servers": 8,
-                            "sizes": ["2MB"], "pxn": True}])
+    # The headline: two scattered rings and an All2All share the spines at full load.
+    # A trusted run first: a CPU-late NIC's catch-up burst is a fidelity failure, and a
+    # drop only says something about the algorithm when the emulator kept up.
+    data = spec_with("headline", controller={"algorithm": "proactive"})
     start = time.monotonic()
     summary = run_spec(data, tmp_path)
+    assert summary["trusted"], summary["fidelity"]
     delivered_everything(tmp_path)
     no_openflow_errors(tmp_path)
     # Rates granted before sending: no switch queue ever overflowed (ports.csv counters).
