@@ -55,20 +55,28 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
         rounds.setdefault((record["phase"], record["iteration"]), []).append(record)
     net = Network(topology, experiment.algorithm, run_dir=out_dir, progress=progress,
                   stats_interval=experiment.stats_interval_ms / 1000,
-                  controller_options={"seed": experiment.seed})
+                  controller_options={"seed": experiment.seed},
+                  ovs_shards=experiment.ovs_shards or None,
+                  ovs_allocator=experiment.ovs_allocator)
     _write_manifest(experiment, topology, net, out_dir)
     _write_json(out_dir / "transfers.json", records)
     with net:
         if after_start:
             after_start(net)
         ports = port_infos(net)
-        switch_ports = [p for p in ports if p.netns is None]
+        switch_ports = [p for p in ports if p.on_switch]
         drops_before = DropSnapshot.take(net)
         fleet = AgentFleet(net, nic_settings(experiment), out_dir)
         try:
             fleet.start()
-            sampler = PortSampler({p.dev for p in switch_ports}, experiment.telemetry_rate_hz)
-            with CpuSampler() as cpu, sampler:
+            by_netns: dict[str | None, set[str]] = {}
+            for port in switch_ports:
+                by_netns.setdefault(port.netns, set()).add(port.dev)
+            sampler = PortSampler(by_netns, experiment.telemetry_rate_hz)
+            groups = {"agents": [proc.pid for proc in fleet.procs.values()],
+                      "controller": [net.controller.proc.pid] if net.controller else [],
+                      "harness": [os.getpid()]}
+            with CpuSampler(net.vswitchd_pids(), groups=groups) as cpu, sampler:
                 for number, ((phase, iteration), rows) in enumerate(sorted(rounds.items()), 1):
                     size = rows[0]["collective_size"]
                     progress(f"round {number}/{len(rounds)}: {_human(size)} iteration "
@@ -84,7 +92,10 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
         switch_drops = sum(s[-1].drops - s[0].drops for s in sampler.series.values() if s)
         _write_json(out_dir / "counters.json", {
             "agents": counters, "qdisc_drops_switch": switch_drops, **drops})
-        _write_json(out_dir / "fidelity.json", fidelity_measurements(cpu, sampler))
+        _write_json(out_dir / "fidelity.json", {
+            **fidelity_measurements(net, cpu, sampler),
+            "nic_window_packets": (experiment.transport.window_packets
+                                   if experiment.transport.kind == "roce" else None)})
     verdict = fidelity.judge_folder(out_dir)
     progress("trusted" if verdict.trusted else "NOT trusted: " + "; ".join(verdict.reasons))
     return out_dir
@@ -119,6 +130,7 @@ def _write_manifest(experiment: Experiment, topology: Topology, net: Network, ou
     _write_json(out / "manifest.json", {
         "spec": experiment.to_dict(), "seed": experiment.seed, "algorithm": experiment.algorithm,
         "format": RUN_FORMAT, "run_prefix": net.prefix, "topology_name": topology.name, "datapath": net.datapath,
+        "ovs_shards": len(net.shards), "ovs_allocator": net.shards[0].allocator,
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "versions": {"railcc": _railcc_version(), "python": platform.python_version(),
                      "ovs": ovs.version(), "kernel": platform.release()},

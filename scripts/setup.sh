@@ -9,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-APT_PACKAGES="openvswitch-switch mininet iperf3 tcpdump tshark ethtool iputils-ping iproute2 python3-venv python3-dev"
+APT_PACKAGES="openvswitch-switch mininet iperf3 tcpdump tshark ethtool iputils-ping iproute2 python3-venv python3-dev libtcmalloc-minimal4"
 missing=""
 for pkg in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

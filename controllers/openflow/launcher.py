@@ -49,6 +49,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="seconds between echo requests to each switch")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="algorithm option (number or string), e.g. seed=3; repeatable")
+    parser.add_argument("--listen-unix", type=Path, action="append", default=[], metavar="PATH",
+                        help="also accept switches on this Unix socket (switches in other "
+                             "network namespaces; created 0600); repeatable")
     return parser.parse_args(list(argv))
 
 
@@ -82,6 +85,9 @@ def check_inputs(args: argparse.Namespace) -> None:
         raise LaunchError(f"--stats-interval: must be >= 0, got {args.stats_interval}")
     if args.echo_interval <= 0:
         raise LaunchError(f"--echo-interval: must be > 0, got {args.echo_interval}")
+    for path in args.listen_unix:
+        if not path.parent.is_dir():
+            raise LaunchError(f"--listen-unix {path}: directory does not exist")
     if not 1 <= args.port <= 65535:
         raise LaunchError(f"--port: must be 1..65535, got {args.port}")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -133,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGINT, _exit_on_signal)
     LOG.info("controller: listening on %s:%d (pid %d)", LISTEN_HOST, args.port, os.getpid())
+    for path in args.listen_unix:
+        serve_unix(path)
     try:
         AppManager.run_apps(["controllers.openflow.shim"])
         LOG.error("controller: OpenFlow listener stopped; exiting")
@@ -140,6 +148,39 @@ def run(args: argparse.Namespace) -> int:
         LOG.exception("controller: os-ken failed")
     logging.shutdown()
     os._exit(1)
+
+
+class _UnixStream(socket.socket):
+    """An accepted Unix-socket connection that os-ken can treat as TCP (it sets TCP_NODELAY)."""
+
+    def setsockopt(self, level: int, *args: Any) -> None:  # type: ignore[override]
+        """TCP options mean nothing on a Unix socket: ignore them."""
+        if level != socket.IPPROTO_TCP:
+            super().setsockopt(level, *args)
+
+
+def serve_unix(path: Path) -> None:
+    """Accept OpenFlow switches on a Unix socket too, each served like a TCP one."""
+    from os_ken.controller.controller import datapath_connection_factory
+    from os_ken.lib import hub
+
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    listener.listen(128)
+    LOG.info("controller: also listening on unix:%s", path)
+
+    def loop() -> None:
+        while True:
+            conn, _ = listener.accept()
+            stream = _UnixStream(socket.AF_UNIX, socket.SOCK_STREAM, fileno=conn.detach())
+            hub.spawn(datapath_connection_factory, stream, ("unix", str(path)))
+
+    hub.spawn(loop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,8 @@ Schema (full reference with examples: docs/spec.md; `json_schema()` for checkers
                   rto_ms (0.1..10000, 200), ack_every (1..window_packets, 8)
     [telemetry]   rate_hz (1..100, 10), delay_sample_every (>= 1, 1)
     [limits]      run_timeout_s (1..86400, 120), max_offered_fraction (0 < x <= 1)
+    [emulator]    ovs_shards (0..64, 0 = auto: one private ovs-vswitchd),
+                  ovs_allocator (tcmalloc|glibc, "tcmalloc")
 
 Validation has two steps. The file's shape (keys, types, ranges) is the frozen
 pydantic model `SpecFile`, one `Table` per TOML table; then the jobs are resolved
@@ -129,6 +131,8 @@ class Experiment:
     delay_sample_every: int = 1
     run_timeout_s: float = 120.0
     max_offered_fraction: float | None = None
+    ovs_shards: int = 0
+    ovs_allocator: str = "tcmalloc"
     source: str = ""
 
     def topology(self) -> Topology:
@@ -356,6 +360,13 @@ class LimitsTable(Table):
     max_offered_fraction: Annotated[float, Range(0, 1, exclusive=True)] | None = None
 
 
+class EmulatorTable(Table):
+    """[emulator]: how the emulator itself is laid out (not part of the emulated fabric)."""
+
+    ovs_shards: Annotated[int, Range(0, 64)] = 0
+    ovs_allocator: Literal["tcmalloc", "glibc"] = "tcmalloc"
+
+
 class SpecFile(Table):
     """A whole spec file as written (TOML read as a dict); `json_schema()` describes it."""
 
@@ -368,6 +379,7 @@ class SpecFile(Table):
     transport: TransportTable = TransportTable()
     telemetry: TelemetryTable = TelemetryTable()
     limits: LimitsTable = LimitsTable()
+    emulator: EmulatorTable = EmulatorTable()
 
     @model_validator(mode="after")
     def _unique_job_names(self) -> "SpecFile":
@@ -422,7 +434,9 @@ def from_dict(data: Mapping[str, Any], source: str = "") -> Experiment:
         transport=spec.transport.to_transport(), telemetry_rate_hz=spec.telemetry.rate_hz,
         delay_sample_every=spec.telemetry.delay_sample_every,
         run_timeout_s=spec.limits.run_timeout_s,
-        max_offered_fraction=spec.limits.max_offered_fraction, source=source)
+        max_offered_fraction=spec.limits.max_offered_fraction,
+        ovs_shards=spec.emulator.ovs_shards, ovs_allocator=spec.emulator.ovs_allocator,
+        source=source)
 
 
 def _jobs(spec: SpecFile, fabric: FabricSpec) -> tuple[Job, ...]:

@@ -140,22 +140,22 @@ def overload_port(net: Network, seconds: float = 4.0, load: float = 0.97) -> Ove
         raise FabricError(f"{topology.name}: overload test needs 3 servers in a pod")
     senders, receiver = pod0[:2], pod0[2]
     nic = topology.nics_of(receiver)[0]
-    port = net.switch_intf(nic.tor, nic.tor_port)
+    port, port_ns = net.switch_intf(nic.tor, nic.tor_port), net.switch_netns(nic.tor)
     mbps = topology.spec.nic_mbps
     frame = topology.spec.mtu + 14
     payload = topology.spec.mtu - 28
     rate_bps = int(mbps * 1e6 * load * payload / frame)  # iperf3 paces payload bits
     servers = [_iperf_server(net, receiver, nic.ip, IPERF_PORT + i) for i in range(2)]
-    namespaces = [None] + [net.netns(s) for s in senders]
+    namespaces = [port_ns] + [net.netns(s) for s in senders]
     before = {ns: read_queues(ns) for ns in namespaces}
     clients = [net.popen(src, ["iperf3", "-u", "-c", nic.ip, "-p", str(IPERF_PORT + i),
                                "-b", str(rate_bps), "-l", str(payload), "-t", str(seconds)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                for i, src in enumerate(senders)]
     time.sleep(1.0)  # let the queue fill, then measure the steady state
-    window_start = read_queues(None, {port})[port]
+    window_start = read_queues(port_ns, {port})[port]
     time.sleep(seconds - 1.5)
-    window_end = read_queues(None, {port})[port]
+    window_end = read_queues(port_ns, {port})[port]
     for proc in clients:
         try:
             proc.wait(timeout=seconds + 10)
@@ -170,9 +170,9 @@ def overload_port(net: Network, seconds: float = 4.0, load: float = 0.97) -> Ove
     for ns in namespaces:
         for dev, sample in after[ns].items():
             drops = sample.drops - before[ns].get(dev, sample).drops
-            if drops and not (ns is None and dev == port):
+            if drops and not (ns == port_ns and dev == port):
                 elsewhere[f"{ns or 'root'}:{dev}"] = drops
-    at_port = after[None][port].drops - before[None][port].drops
+    at_port = after[port_ns][port].drops - before[port_ns][port].drops
     return OverloadResult(port, 2 * load, mbps, delivered, at_port, elsewhere)
 
 

@@ -38,7 +38,8 @@ class DropSnapshot:
     @classmethod
     def take(cls, net: Network) -> "DropSnapshot":
         """Read the host, OVS interface and OVS socket drop counters now."""
-        return cls(host_drops(net), ovs.interface_drops(net.prefix), ovs.socket_drops())
+        return cls(host_drops(net), ovs.interface_drops(net.prefix, [s.db for s in net.shards]),
+                   ovs.socket_drops([s.netns for s in net.shards]))
 
     def since(self, before: "DropSnapshot") -> dict[str, Any]:
         """The counters.json drop fields accumulated between ``before`` and this snapshot."""
@@ -51,14 +52,19 @@ class DropSnapshot:
                 "ovs_socket_drops": sockets, "datapath_drops_by_port": datapath}
 
 
-def fidelity_measurements(cpu: CpuSampler, sampler: PortSampler) -> dict[str, Any]:
-    """What fidelity.json records for the verdict: CPU samples, telemetry rate, OVS send buffer."""
-    userspace = ovs.datapath_type() == "netdev" and bool(sampler.series)
+def fidelity_measurements(net: Network, cpu: CpuSampler, sampler: PortSampler) -> dict[str, Any]:
+    """What fidelity.json records for the verdict: CPU samples (the busiest ovs-vswitchd's
+    share of a core per sample, and each one's), telemetry rate, OVS send buffer."""
+    userspace = net.datapath == "netdev" and bool(sampler.series)
     return {
         "cpu_busy": [round(b, 3) for b in cpu.machine_busy],
         "ovs_busy": [round(b, 3) for b in cpu.ovs_busy],
+        "ovs_busy_by_instance": {name: [round(b, 3) for b in series]
+                                 for name, series in sorted(cpu.ovs_busy_by.items())},
         "telemetry_hz": round(sampler.achieved_rate_hz(), 2),
         "telemetry_target_hz": sampler.rate_hz,
-        "ovs_send_buffer_bytes": ovs.send_buffer_bytes() if userspace else None,
+        "ovs_send_buffer_bytes": (ovs.send_buffer_bytes([s.netns for s in net.shards])
+                                  if userspace else None),
         "peak_total_backlog_bytes": sampler.peak_total_backlog(),
+        "cpu_split_s": cpu.split,
     }

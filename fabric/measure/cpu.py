@@ -1,4 +1,4 @@
-"""CPU samples for the fidelity verdict: the machine's busy share and ovs-vswitchd's share of a core."""
+"""CPU samples for the fidelity verdict: the machine's busy share and each ovs-vswitchd's share of a core."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+def _kernel_s() -> float:
+    """CPU seconds all CPUs spent in interrupts and softirqs (packet forwarding in the kernel)."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (fields[5] + fields[6]) / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_times() -> tuple[float, float]:
@@ -35,24 +41,52 @@ def ovs_vswitchd_pid() -> int | None:
 
 @dataclass
 class CpuSampler:
-    """Samples, once per `period_s`, the machine's CPU busy fraction and OVS's share of a core."""
+    """Samples, once per `period_s`, the machine's CPU busy fraction and each ovs-vswitchd's
+    share of a core (``ovs_pids``: name -> PID; default: the system daemon)."""
 
+    ovs_pids: dict[str, int] | None = None
     period_s: float = 1.0
     machine_busy: list[float] = field(default_factory=list)
+    #: Per sample, the busiest instance's share of a core (each is single-threaded).
     ovs_busy: list[float] = field(default_factory=list)
+    ovs_busy_by: dict[str, list[float]] = field(default_factory=dict)
+    #: Processes whose CPU the run's split reports, by group (e.g. "agents": [pids]).
+    groups: dict[str, list[int]] = field(default_factory=dict)
+    #: After exit: CPU seconds per group, per ovs-vswitchd, kernel, rest, and the wall time.
+    split: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cpu-sampler", daemon=True)
-        self._ovs_pid = ovs_vswitchd_pid()
+        if self.ovs_pids is None:
+            pid = ovs_vswitchd_pid()
+            self.ovs_pids = {"ovs-vswitchd": pid} if pid else {}
+        self.ovs_busy_by = {name: [] for name in self.ovs_pids}
 
     def __enter__(self) -> "CpuSampler":
+        self._split0 = self._split_now()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        end = self._split_now()
+        self.split = {key: round(max(0.0, end[key] - self._split0[key]), 3) for key in end}
+        named = sum(v for k, v in self.split.items() if k not in ("busy", "wall"))
+        self.split["rest"] = round(max(0.0, self.split["busy"] - named), 3)
+
+    def _split_now(self) -> dict[str, float]:
+        """Cumulative CPU seconds of every group, each ovs-vswitchd, the kernel, all CPUs."""
+        busy, _ = _cpu_times()
+        now = {name: sum(_process_cpu_s(pid) for pid in pids)
+               for name, pids in self.groups.items()}
+        now.update({f"ovs-vswitchd {name}": _process_cpu_s(pid)
+                    for name, pid in self.ovs_pids.items()})
+        now["kernel"] = _kernel_s()
+        now["busy"] = busy / os.sysconf("SC_CLK_TCK")
+        now["wall"] = time.monotonic()
+        return now
 
     def _loop(self) -> None:
         busy0, total0 = _cpu_times()
@@ -62,9 +96,12 @@ class CpuSampler:
             ovs1, wall1 = self._ovs_cpu(), time.monotonic()
             if total1 > total0:
                 self.machine_busy.append((busy1 - busy0) / (total1 - total0))
-            if wall1 > wall0:
-                self.ovs_busy.append((ovs1 - ovs0) / (wall1 - wall0))
+            if wall1 > wall0 and ovs1:
+                shares = {name: (ovs1[name] - ovs0[name]) / (wall1 - wall0) for name in ovs1}
+                for name, share in shares.items():
+                    self.ovs_busy_by[name].append(share)
+                self.ovs_busy.append(max(shares.values()))
             busy0, total0, ovs0, wall0 = busy1, total1, ovs1, wall1
 
-    def _ovs_cpu(self) -> float:
-        return _process_cpu_s(self._ovs_pid) if self._ovs_pid else 0.0
+    def _ovs_cpu(self) -> dict[str, float]:
+        return {name: _process_cpu_s(pid) for name, pid in self.ovs_pids.items()}

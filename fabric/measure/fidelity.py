@@ -15,7 +15,11 @@ re-judged after the rules change. A run is *trusted* only when
 - the OVS send buffer never nearly filled, and telemetry kept its rate;
 - no packet queued longer than the modelled queues allow (delays.csv p99);
 - the NIC agents did not fall behind their line rate (counters.json
-  ``late_bytes``);
+  ``late_bytes``), and the emulator's own latency did not cap them: a NIC's
+  go-back-N window (fidelity.json ``nic_window_packets``) must cover at least
+  the fastest one-way delay seen at line rate, or every NIC is window-bound by
+  the emulator however idle the fabric (e.g. 100 Gb/s NICs: a 32-frame window
+  is 23 us of line rate, a hop through the emulator ~100 us);
 - packets are conserved: NIC-to-NIC packets sent = received + every counted
   drop (counters.json).
 """
@@ -209,6 +213,25 @@ def nic_lateness(counters: Mapping[str, Any]) -> float:
     return late / (sent + late) if sent + late else 0.0
 
 
+def window_ms(window_packets: int, fabric: FabricSpec) -> float:
+    """How long a NIC's full go-back-N window lasts at its line rate, in ms."""
+    return window_packets * (fabric.mtu + 14) * 8 / (fabric.nic_mbps * 1e3)
+
+
+def window_bound(window_packets: int | None, fabric: FabricSpec,
+                 delays_ms: list[float]) -> str | None:
+    """Why the NICs could not reach line rate even on an idle fabric (None if they could):
+    their window lasts less than the fastest one-way delay, a lower bound of the RTT."""
+    if not window_packets or not delays_ms:
+        return None
+    fastest, lasts = min(delays_ms), window_ms(window_packets, fabric)
+    if lasts >= fastest:
+        return None
+    return (f"NICs window-bound by the emulator's latency: a {window_packets}-frame window "
+            f"lasts {lasts:.3f} ms at {fabric.nic_mbps:g} Mb/s, the fastest one-way delay was "
+            f"{fastest:.3f} ms (lower the NIC rate, or raise [transport] window_packets)")
+
+
 def max_queueing_ms(tiers: int, buffer_bytes: int, slowest_mbps: float) -> float:
     """The longest one-way delay the modelled queues allow: every egress queue on the
     longest path (NIC, then up and down the tiers) full, plus DELAY_SLACK_MS."""
@@ -243,6 +266,9 @@ def judge(measured: Mapping[str, Any] | None, ports: Iterable[Mapping[str, Any]]
         reasons.append(f"one-way delay p99 {p99:.1f} ms exceeds the {bound:.1f} ms the modelled "
                        "queues can hold: the emulator itself (NIC agents or datapath) queued "
                        "packets")
+    window = window_bound(measured.get("nic_window_packets"), fabric, delays_ms)
+    if window:
+        reasons.append(window)
     late = nic_lateness(counters)
     if late > NIC_LATENESS_LIMIT:
         reasons.append(f"NIC agents fell behind their line rate: {100 * late:.0f} % of their "

@@ -18,6 +18,7 @@ class PortInfo:
     peer: str
     tier: str
     capacity_mbps: float
+    on_switch: bool
 
 
 def port_infos(net: Network) -> list[PortInfo]:
@@ -27,9 +28,11 @@ def port_infos(net: Network) -> list[PortInfo]:
         for local, remote in ((link.a, link.b), (link.b, link.a)):
             if local.node in net.plan.netns:
                 host_ports.append(PortInfo(local.intf, net.netns(local.node), local.node,
-                                           local.port, remote.node, link.tier, link.mbps))
+                                           local.port, remote.node, link.tier, link.mbps,
+                                           on_switch=False))
             else:
-                switch_ports.append(PortInfo(net.switch_intf(local.node, local.port), None,
-                                             local.node, local.port, remote.node, link.tier,
-                                             link.mbps))
+                switch_ports.append(PortInfo(net.switch_intf(local.node, local.port),
+                                             net.switch_netns(local.node), local.node,
+                                             local.port, remote.node, link.tier, link.mbps,
+                                             on_switch=True))
     return switch_ports + host_ports

@@ -1,8 +1,10 @@
 """Port telemetry: every switch egress queue's counters, sampled at >= 10 Hz.
 
-One `tc -s -j qdisc show` call per sample reads every root-namespace qdisc
-at once (bytes and packets sent, drops, backlog), which costs a few
-milliseconds even for hundreds of ports.
+One rtnetlink qdisc dump per namespace and sample, over a socket opened once
+(`QueueReader`), reads every root htb qdisc of that namespace at
+once (bytes and packets sent, drops, backlog): no process is forked per
+sample (the `tc -s -j` reader it replaced forked one; both are measured in
+benchmarks/telemetry.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+
+from fabric.measure import rtnetlink
+from fabric.net.netns import in_netns
 
 
 @dataclass(frozen=True)
@@ -41,19 +46,73 @@ def parse_qdiscs(text: str, now: float, devices: set[str] | None = None) -> dict
     return samples
 
 
-def read_queues(netns: str | None = None, devices: set[str] | None = None) -> dict[str, QueueSample]:
-    """One snapshot of every shaped queue in a namespace (root by default)."""
+def read_queues_tc(netns: str | None = None, devices: set[str] | None = None
+                   ) -> dict[str, QueueSample]:
+    """The same snapshot as `QueueReader.read`, from a forked `tc -s -j qdisc show`."""
     argv = ["tc", *(["-n", netns] if netns else []), "-s", "-j", "qdisc", "show"]
     before = time.time()
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     return parse_qdiscs(out, (before + time.time()) / 2, devices)
 
 
+class QueueReader:
+    """Root htb qdisc counters of one namespace over one rtnetlink socket, kept open.
+
+    The dump is decoded with `struct` (fabric.measure.rtnetlink): pyroute2 decoded
+    the same dump at about 75 us of CPU per message, slower than forking `tc`
+    (benchmarks/telemetry.py), and its sockets belong to the thread that made them."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+        with in_netns(netns):
+            self._sock = rtnetlink.Socket()
+        self._names: dict[int, str] = {}
+
+    def close(self) -> None:
+        """Close the netlink socket."""
+        self._sock.close()
+
+    def __enter__(self) -> "QueueReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _name(self, index: int) -> str | None:
+        name = self._names.get(index)
+        if name is None:
+            self._names = self._sock.link_names()
+            name = self._names.get(index)
+        return name
+
+    def read(self, devices: set[str] | None = None) -> dict[str, QueueSample]:
+        """One snapshot of the namespace's shaped queues (only ``devices`` if given)."""
+        before = time.time()
+        qdiscs = self._sock.root_qdiscs("htb")
+        now = (before + time.time()) / 2
+        samples = {}
+        for index, stats in qdiscs.items():
+            dev = self._name(index)
+            if dev is None or (devices is not None and dev not in devices):
+                continue
+            samples[dev] = QueueSample(now, *stats)
+        return samples
+
+
+def read_queues(netns: str | None = None, devices: set[str] | None = None) -> dict[str, QueueSample]:
+    """One snapshot of every shaped queue in a namespace (root by default)."""
+    with QueueReader(netns) as reader:
+        return reader.read(devices)
+
+
 @dataclass
 class PortSampler:
-    """Background sampler of switch egress queues; `series` maps device -> samples."""
+    """Background sampler of switch egress queues; `series` maps device -> samples.
 
-    devices: set[str]
+    ``devices`` maps each namespace (an OVS shard's, or None for the root) to the
+    devices sampled there; one netlink dump per namespace per round."""
+
+    devices: dict[str | None, set[str]]
     rate_hz: float = 10.0
     series: dict[str, list[QueueSample]] = field(default_factory=dict)
     missed: int = 0
@@ -61,6 +120,7 @@ class PortSampler:
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="port-sampler", daemon=True)
+        self._readers = {ns: QueueReader(ns) for ns in self.devices}
 
     def __enter__(self) -> "PortSampler":
         self._thread.start()
@@ -70,11 +130,14 @@ class PortSampler:
         self.stop()
 
     def stop(self) -> None:
-        """Stop sampling and take one last snapshot."""
+        """Stop sampling, take one last snapshot and close the sockets."""
         if not self._stop.is_set():
             self._stop.set()
-            self._thread.join()
+            if self._thread.is_alive():
+                self._thread.join()
             self._record()
+            for reader in self._readers.values():
+                reader.close()
 
     def _loop(self) -> None:
         period = 1.0 / self.rate_hz
@@ -90,8 +153,9 @@ class PortSampler:
                 self._stop.wait(delay)
 
     def _record(self) -> None:
-        for dev, sample in read_queues(None, self.devices).items():
-            self.series.setdefault(dev, []).append(sample)
+        for ns, reader in self._readers.items():
+            for dev, sample in reader.read(self.devices[ns]).items():
+                self.series.setdefault(dev, []).append(sample)
 
     def peak_total_backlog(self) -> int:
         """Largest sum of all sampled queues' backlogs seen in one telemetry round."""

@@ -1,23 +1,26 @@
 """Scoped cleanup: remove one run's objects, or every dead railcc run's leftovers.
 
-Never global: only namespaces named ``railcc-{prefix}-*``, bridges carrying
-``external_ids:railcc-run``, interfaces named ``{prefix}-*`` and PIDs recorded
-in a run's state file (checked against their command line) are touched.
+Never global: only namespaces named ``railcc-{prefix}-*`` (servers, and the
+run's OVS shards with their daemons), bridges carrying
+``external_ids:railcc-run`` (runs from before the shards), interfaces named
+``{prefix}-*``, the run's directory under STATE_DIR and PIDs recorded in a
+run's state file (checked against their command line) are touched.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fabric.net import ovs
-from fabric.net.names import link_group, prefix_of_netns
+from fabric.net.names import is_shard_netns, link_group, prefix_of_netns
 from fabric.net.sh import FabricError, batch, run
 from fabric.net.procs import cmdline, stop_pids
-from fabric.net.state import RunState, load_all
+from fabric.net.state import STATE_DIR, RunState, load_all
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,11 @@ def clean_run(state: RunState, report: CleanReport | None = None,
     report = report or CleanReport()
     existing_ns = set(list_netns())
     run_ns = [ns for ns in state.netns if ns in existing_ns]
-    in_ns = [pid for ns in run_ns for pid in netns_pids(ns)]
+    # OVS shards' daemons hold nothing worth a clean exit (and ovs-vswitchd would
+    # delete its ports one by one): SIGKILL; the namespace's deletion does the rest.
+    shard_pids = [pid for ns in run_ns if is_shard_netns(ns) for pid in netns_pids(ns)]
+    report.processes += stop_pids(shard_pids, grace=0)
+    in_ns = [pid for ns in run_ns if not is_shard_netns(ns) for pid in netns_pids(ns)]
     own = [int(pid) for pid, marker in state.processes.items()
            if marker and marker in cmdline(int(pid))]
     report.processes += stop_pids(in_ns + own)
@@ -77,6 +84,9 @@ def clean_run(state: RunState, report: CleanReport | None = None,
         batch("ip", [f"netns del {ns}" for ns in run_ns], force=True)
     report.netns += len(run_ns)
     _wait_gone(state.root_intfs + (state.bridges if settle else []), timeout=60)
+    for rundir in state.rundirs:
+        if Path(rundir).parent == STATE_DIR and Path(rundir).name == state.prefix:
+            shutil.rmtree(rundir, ignore_errors=True)
     state.remove()
     report.runs.append(state.prefix)
     return report
@@ -143,4 +153,6 @@ def _state_from_leftovers(prefix: str) -> RunState:
     if ovs.daemon_running():
         state.bridges = list(ovs.bridges_of_run(prefix))
     state.root_intfs = sorted(intf for intf in root_links() if intf.startswith(prefix + "-"))
+    if (STATE_DIR / prefix).is_dir():
+        state.rundirs = [str(STATE_DIR / prefix)]
     return state

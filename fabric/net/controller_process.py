@@ -28,8 +28,11 @@ class ControllerProcess:
 
     def __init__(self, topology_json: Path, algorithm: str, run_dir: Path,
                  port: int | None = None, stats_interval: float = 0.2,
-                 options: dict | None = None) -> None:
+                 options: dict | None = None, unix_sockets: list[Path] | None = None) -> None:
         self.port = port or free_port()
+        #: Switches in other namespaces reach the controller on these (their 127.0.0.1 is
+        #: not ours); OVS accepts a Unix controller socket only inside its own run directory.
+        self.unix_sockets = list(unix_sockets or [])
         self.ready_file = run_dir / "controller.ready"
         self.log_file = run_dir / "controller.log"
         self.stderr_file = run_dir / "controller.stderr"
@@ -39,11 +42,13 @@ class ControllerProcess:
                      "--stats-interval", str(stats_interval)]
         for key, value in sorted((options or {}).items()):
             self.argv += ["--option", f"{key}={value}"]
+        for path in self.unix_sockets:
+            self.argv += ["--listen-unix", str(path)]
         self.proc: subprocess.Popen | None = None
 
     @property
     def target(self) -> str:
-        """The OVS controller target string."""
+        """The OVS controller target string of a switch in the root namespace."""
         return f"tcp:127.0.0.1:{self.port}"
 
     def start(self) -> int:

@@ -2,7 +2,8 @@
 
 A run prefix is ``rc`` + 3 base-36 characters (5 in all). Every object of a
 run carries it, so cleanup can remove exactly one run's objects:
-- namespaces: ``railcc-{prefix}-{server}``
+- namespaces: ``railcc-{prefix}-{server}``, and ``railcc-{prefix}-ovs{i}`` for
+  its OVS shards
 - bridges: ``{prefix}-{switch}`` (plus ``external_ids:railcc-run={prefix}``)
 - switch-side interfaces: ``{prefix}-{switch}p{port}`` (<= 15 characters),
   all in interface group ``link_group(prefix)``
@@ -47,6 +48,11 @@ def switch_intf(prefix: str, intf: str) -> str:
 def link_group(prefix: str) -> int:
     """Interface group of a run's root-namespace veths (one `ip link del group` removes all)."""
     return 0x7A110000 + int(prefix[2:], 36)
+
+
+def is_shard_netns(name: str) -> bool:
+    """True for the namespace of a run's OVS shard (``railcc-{prefix}-ovs{i}``)."""
+    return prefix_of_netns(name) is not None and re.fullmatch(r"ovs\d+", name.split("-", 2)[2]) is not None
 
 
 def prefix_of_netns(name: str) -> str | None:

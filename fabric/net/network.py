@@ -3,9 +3,11 @@
     with Network(topologies.load("rail-2tier-small")) as net:
         net.exec("h1", ["ping", "-c1", "10.0.1.1"])
 
-Start: state file, namespaces, veth pairs, OVS bridges (one transaction),
-shaping on both ends of every link (after OVS attached the ports), read-back
-verification, controller process, wait until every switch is configured.
+Start: state file, the run's own OVS shards (fabric.net.shards: private
+ovs-vswitchd instances, each in its namespace), server namespaces, veth
+pairs, OVS bridges (one transaction per shard), shaping on both ends of every
+link (after OVS attached the ports), read-back verification, controller
+process (reached over a Unix socket), wait until every switch is configured.
 Stop (also on error, Ctrl-C or SIGTERM via the CLI): exactly what was created.
 """
 
@@ -16,14 +18,15 @@ import os
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
-from fabric.net import names, ovs, plumbing, shaping
+from fabric.net import names, ovs, plumbing, shaping, shards
 from fabric.net.cleanup import clean_run, list_netns
 from fabric.net.controller_process import MARKER, ControllerProcess
 from fabric.net.sh import FabricError
-from fabric.net.state import RunState, load_all
+from fabric.net.state import STATE_DIR, RunState, load_all
 from topologies import Topology
 from topologies.export import save
 
@@ -38,7 +41,8 @@ class Network:
     def __init__(self, topology: Topology, algorithm: str | None = "ecmp",
                  run_dir: Path | None = None, progress: Progress | None = None,
                  stats_interval: float = 0.2, static_neighbors: bool = True,
-                 controller_options: dict | None = None) -> None:
+                 controller_options: dict | None = None, ovs_shards: int | None = None,
+                 ovs_allocator: str = "tcmalloc") -> None:
         self.topology = topology
         self.algorithm = algorithm
         self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="railcc-"))
@@ -49,10 +53,22 @@ class Network:
         taken = {state.prefix for state in load_all()}
         taken |= {names.prefix_of_netns(ns) for ns in list_netns()}
         self.prefix = names.new_run_prefix(taken)
-        self.plan = plumbing.plan(topology, self.prefix)
+        ports = {switch.name: 0 for switch in topology.switches()}
+        for link in topology.links:
+            for end in link.ends():
+                if end.node in ports:
+                    ports[end.node] += 1
+        count = min(ovs_shards or shards.auto_count(len(ports)), len(ports))
+        self.shards = shards.plan_shards(self.prefix, count, STATE_DIR / self.prefix,
+                                         ovs_allocator)
+        placed = shards.assign(ports, count)
+        self.plan = plumbing.plan(topology, self.prefix,
+                                  {switch: self.shards[i].netns for switch, i in placed.items()})
+        self.shard_of = {switch: self.shards[i] for switch, i in placed.items()}
         self.state = RunState(self.prefix, os.getpid(), topology.name,
-                              sorted(self.plan.netns.values()), sorted(self.plan.bridges.values()),
-                              self.plan.root_intfs)
+                              sorted([*self.plan.netns.values(), *(s.netns for s in self.shards)]),
+                              sorted(self.plan.bridges.values()),
+                              rundirs=[str(STATE_DIR / self.prefix)])
         self.controller: ControllerProcess | None = None
         self.shapes = self._shapes()
         self.timings: dict[str, float] = {}
@@ -69,7 +85,7 @@ class Network:
     def start(self) -> None:
         """Build, shape, verify and hand the fabric to its controller."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.state.started_ovs = ovs.ensure_daemon()
+        ovs.raise_socket_buffers()
         self.state.save()   # before anything exists, so a crash can be cleaned
         try:
             self._build()
@@ -78,6 +94,7 @@ class Network:
             raise
 
     def _build(self) -> None:
+        self._step("ovs shards", shards.start_all, self.shards)
         self._step("namespaces", plumbing.create_namespaces, self.plan)
         self._step("links", plumbing.create_links, self.topology, self.plan)
         self._step("servers", plumbing.configure_servers, self.topology, self.plan,
@@ -86,22 +103,33 @@ class Network:
             topo_json = save(self.topology, self.run_dir / "topology.json")
             self.controller = ControllerProcess(topo_json, self.algorithm, self.run_dir,
                                                 stats_interval=self.stats_interval,
-                                                options=self.controller_options)
+                                                options=self.controller_options,
+                                                unix_sockets=[s.controller_socket
+                                                              for s in self.shards])
             pid = self.controller.start()
             self.state.processes[str(pid)] = MARKER
             self.state.save()
-            target = self.controller.target
-        else:
-            target = None
-        self._step("switches", ovs.add_bridges, self._bridge_specs(), self.prefix, target,
-                   self.datapath)
+        self._step("switches", self._add_bridges)
         self._step("shaping", shaping.apply, self.shapes)
         self._step("verify", shaping.verify, self.shapes)
         if self.controller:
             dpids = {switch.dpid for switch in self.topology.switches()}
             self._step("controller", self.controller.wait_ready, dpids)
         self.progress(f"fabric {self.topology.name} up as run {self.prefix} "
-                      f"({self.datapath} datapath, {sum(self.timings.values()):.2f} s)")
+                      f"({self.datapath} datapath, {len(self.shards)} OVS shard(s), "
+                      f"{sum(self.timings.values()):.2f} s)")
+
+    def _add_bridges(self) -> None:
+        """Each shard's bridges in one transaction (shards in parallel)."""
+        specs = self._bridge_specs()
+
+        def one(shard: shards.Shard) -> None:
+            mine = [spec for switch, spec in specs.items() if self.shard_of[switch] is shard]
+            target = f"unix:{shard.controller_socket}" if self.controller else None
+            ovs.add_bridges(mine, self.prefix, target, self.datapath, db=shard.db)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(one, self.shards))
 
     def stop(self, settle: bool = True) -> None:
         """Remove everything this run created (idempotent); ``settle``: wait for OVS too."""
@@ -119,13 +147,13 @@ class Network:
         self.timings[label] = time.monotonic() - started
 
     # -- what the fabric is made of -----------------------------------------
-    def _bridge_specs(self) -> list[ovs.BridgeSpec]:
-        specs = []
+    def _bridge_specs(self) -> dict[str, ovs.BridgeSpec]:
+        specs = {}
         for switch in self.topology.switches():
             ports = sorted((intf, port) for (node, port), intf in self.plan.switch_intfs.items()
                            if node == switch.name)
-            specs.append(ovs.BridgeSpec(self.plan.bridges[switch.name], switch.dpid,
-                                        tuple(sorted(ports, key=lambda item: item[1]))))
+            specs[switch.name] = ovs.BridgeSpec(self.plan.bridges[switch.name], switch.dpid,
+                                                tuple(sorted(ports, key=lambda item: item[1])))
         return specs
 
     def _shapes(self) -> list[shaping.Shape]:
@@ -137,8 +165,8 @@ class Network:
                     shapes.append(shaping.Shape(end.intf, self.plan.netns[end.node],
                                                 link.mbps, link.buffer_bytes, mtu))
                 else:
-                    shapes.append(shaping.Shape(self.plan.switch_intfs[(end.node, end.port)],
-                                                None, link.mbps, link.buffer_bytes, mtu))
+                    intf, netns = self.plan.intf_netns(end.node, end.port)
+                    shapes.append(shaping.Shape(intf, netns, link.mbps, link.buffer_bytes, mtu))
         return shapes
 
     # -- using the fabric ----------------------------------------------------
@@ -147,8 +175,21 @@ class Network:
         return self.plan.netns[server]
 
     def switch_intf(self, switch: str, port: int) -> str:
-        """Root-namespace interface of a switch port."""
+        """Interface of a switch port (it lives in `switch_netns`)."""
         return self.plan.switch_intfs[(switch, port)]
+
+    def openflow_target(self, switch: str) -> str:
+        """Where ovs-ofctl reaches a switch's bridge (its shard's management socket)."""
+        return self.shard_of[switch].mgmt(self.plan.bridges[switch])
+
+    def switch_netns(self, switch: str) -> str:
+        """Namespace of a switch's OVS shard (where its ports and qdiscs are)."""
+        return self.plan.switch_netns[switch]
+
+    def vswitchd_pids(self) -> dict[str, int]:
+        """PID of each shard's ovs-vswitchd, by shard namespace."""
+        return {shard.netns: pid for shard in self.shards
+                if (pid := shard.vswitchd_pid()) is not None}
 
     def bridge(self, switch: str) -> str:
         """OVS bridge name of a switch."""

@@ -33,12 +33,19 @@ def daemon_running() -> bool:
     return os.path.exists("/var/run/openvswitch/ovs-vswitchd.pid")
 
 
-def ensure_daemon() -> bool:
-    """Start OVS when none is running (never touch a running one); True if we started it."""
-    # Before anything else: OVS makes its send socket at its first send, so even an
-    # OVS started by someone else (e.g. apt) benefits if it has not sent yet.
+def raise_socket_buffers() -> None:
+    """Raise the machine's default socket buffers for OVS (global: not per namespace)."""
     _raise_default_socket_buffer("rmem")
     _raise_default_socket_buffer("wmem")
+
+
+def ensure_daemon() -> bool:
+    """Start the system OVS when none is running (never touch a running one); True if we
+    started it. Runs use their own shards (fabric.net.shards); this is for tools that
+    need the system daemon."""
+    # Before anything else: OVS makes its send socket at its first send, so even an
+    # OVS started by someone else (e.g. apt) benefits if it has not sent yet.
+    raise_socket_buffers()
     if daemon_running():
         return False
     if not os.path.exists(OVS_CTL):
@@ -66,9 +73,9 @@ def _raise_default_socket_buffer(kind: str) -> None:
             handle.write(str(SEND_BUFFER_BYTES))
 
 
-def _ovs_socket_memory() -> list[dict[str, int]]:
-    """skmem fields of every AF_PACKET socket of ovs-vswitchd (ss -0 -m)."""
-    out = run(["ss", "-0", "-m", "-p", "-n"], check=False)
+def _ovs_socket_memory(netns: str | None = None) -> list[dict[str, int]]:
+    """skmem fields of every AF_PACKET socket of ovs-vswitchd (ss -0 -m) in a namespace."""
+    out = run(["ss", *(["-N", netns] if netns else []), "-0", "-m", "-p", "-n"], check=False)
     sockets = []
     for line in out.splitlines():
         if '"ovs-vswitchd"' in line and "skmem:(" in line:
@@ -78,15 +85,20 @@ def _ovs_socket_memory() -> list[dict[str, int]]:
     return sockets
 
 
-def socket_drops() -> int:
+def socket_drops(netns: Iterable[str | None] = (None,)) -> int:
     """Frames the kernel dropped because ovs-vswitchd's port sockets were full."""
-    return sum(sock.get("d", 0) for sock in _ovs_socket_memory())
+    return sum(sock.get("d", 0) for ns in netns for sock in _ovs_socket_memory(ns))
 
 
-def send_buffer_bytes() -> int | None:
-    """Send buffer of ovs-vswitchd's AF_PACKET send socket (None until it has sent a frame)."""
-    sizes = [sock["tb"] for sock in _ovs_socket_memory() if "tb" in sock]
-    return max(sizes) if sizes else None
+def send_buffer_bytes(netns: Iterable[str | None] = (None,)) -> int | None:
+    """Smallest send buffer among the ovs-vswitchd instances' AF_PACKET send sockets
+    (None until one has sent a frame)."""
+    sizes = []
+    for ns in netns:
+        found = [sock["tb"] for sock in _ovs_socket_memory(ns) if "tb" in sock]
+        if found:
+            sizes.append(max(found))
+    return min(sizes) if sizes else None
 
 
 def kernel_datapath_available() -> bool:
@@ -109,9 +121,10 @@ class BridgeSpec:
 
 
 def add_bridges(bridges: Iterable[BridgeSpec], run_id: str, controller: str | None,
-                datapath: str) -> None:
-    """Add every bridge and port in one ovs-vsctl transaction (fail-mode secure, OF1.3)."""
-    args = ["ovs-vsctl", "--timeout=60"]
+                datapath: str, db: str | None = None) -> None:
+    """Add every bridge and port in one ovs-vsctl transaction (fail-mode secure, OF1.3),
+    on the daemon behind ``db`` (an OVS shard's socket; default: the system one)."""
+    args = ["ovs-vsctl", "--timeout=60", *([f"--db={db}"] if db else [])]
     for bridge in bridges:
         args += ["--", "add-br", bridge.name,
                  "--", "set", "bridge", bridge.name,
@@ -148,25 +161,26 @@ def delete_bridges(names: Iterable[str]) -> None:
     args = ["ovs-vsctl", "--timeout=60", "--no-wait"]
     for name in names:
         args += ["--", "--if-exists", "del-br", name]
-    if len(args) > 2:
+    if len(args) > 3:
         run(args, timeout=120)
 
 
-def interface_drops(prefix: str) -> dict[str, int]:
+def interface_drops(prefix: str, dbs: Iterable[str | None] = (None,)) -> dict[str, int]:
     """OVS's own drop counters (rx_dropped + tx_dropped) of a run's interfaces, by name.
 
     These are packets the switch lost outside the shaped queues, e.g. when a
     port's socket could not take more; they are switch drops all the same.
     """
     import json
-    out = run(["ovs-vsctl", "--timeout=10", "--format=json", "--columns=name,statistics",
-               "list", "interface"])
     drops = {}
-    for name, stats in json.loads(out)["data"]:
-        if not name.startswith(prefix + "-"):
-            continue
-        values = dict(stats[1]) if isinstance(stats, list) and stats[0] == "map" else {}
-        drops[name] = int(values.get("rx_dropped", 0)) + int(values.get("tx_dropped", 0))
+    for db in dbs:
+        out = run(["ovs-vsctl", "--timeout=10", *([f"--db={db}"] if db else []),
+                   "--format=json", "--columns=name,statistics", "list", "interface"])
+        for name, stats in json.loads(out)["data"]:
+            if not name.startswith(prefix + "-"):
+                continue
+            values = dict(stats[1]) if isinstance(stats, list) and stats[0] == "map" else {}
+            drops[name] = int(values.get("rx_dropped", 0)) + int(values.get("tx_dropped", 0))
     return drops
 
 

@@ -15,6 +15,9 @@ from typing import Iterable
 
 import psutil
 
+#: How long to wait for SIGKILLed processes to be gone.
+KILL_WAIT_S = 5.0
+
 
 def pid_alive(pid: int) -> bool:
     """True if a process with this PID exists (and is not a zombie)."""
@@ -48,7 +51,10 @@ def _terminate_wait_kill(procs: list[psutil.Process], grace: float) -> list[psut
             proc.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(alive, timeout=grace)
+    # SIGKILL is not instant; a zombie counts as gone (its parent may never reap it).
+    deadline = time.monotonic() + KILL_WAIT_S
+    while any(pid_alive(proc.pid) for proc in alive) and time.monotonic() < deadline:
+        time.sleep(0.01)
     return running
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from typing import Sequence
+from typing import Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -14,12 +14,12 @@ class FabricError(RuntimeError):
 
 
 def run(argv: Sequence[str], *, input: str | None = None, check: bool = True,
-        timeout: float = 120) -> str:
+        timeout: float = 120, env: Mapping[str, str] | None = None) -> str:
     """Run a command, return stdout; FabricError with its stderr when it fails."""
     log.debug("run: %s", " ".join(argv[:6]) + (" ..." if len(argv) > 6 else ""))
     try:
         proc = subprocess.run(list(argv), input=input, capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, env=None if env is None else dict(env))
     except FileNotFoundError as exc:
         raise FabricError(f"{argv[0]}: not installed (run 'make setup')") from exc
     if check and proc.returncode != 0:

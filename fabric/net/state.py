@@ -30,6 +30,8 @@ class RunState:
     #: Processes started in the root namespace: {pid: marker in its command line}.
     processes: dict[str, str] = field(default_factory=dict)
     started_ovs: bool = False
+    #: Directories of the run's OVS shards (databases, sockets, logs), removed at cleanup.
+    rundirs: list[str] = field(default_factory=list)
 
     @property
     def path(self) -> Path:

@@ -164,14 +164,16 @@ def test_tiny_switch_buffer_still_completes_with_retransmissions(net, tmp_path):
     original = next(link.buffer_bytes for link in net.topology.links
                     if {link.a.node, link.b.node} == {"h5", dst.tor} and
                     dst.tor_port in (link.a.port, link.b.port))
-    subprocess.run(["tc", "qdisc", "replace", "dev", port, "parent", "1:1", "handle", "10:",
+    subprocess.run(["tc", "-n", net.switch_netns(dst.tor), "qdisc", "replace", "dev", port,
+                    "parent", "1:1", "handle", "10:",
                     "bfifo", "limit", "10000"], check=True)
     try:
         with agents(net, ["h1", "h2", "h5"], tmp_path) as clients:
             counters = run(clients, [("h1", 11, "h5", 0, 400_000, dst.ip),
                                      ("h2", 12, "h5", 0, 400_000, dst.ip)], timeout_s=120)
     finally:
-        subprocess.run(["tc", "qdisc", "replace", "dev", port, "parent", "1:1", "handle", "10:",
+        subprocess.run(["tc", "-n", net.switch_netns(dst.tor), "qdisc", "replace", "dev", port,
+                    "parent", "1:1", "handle", "10:",
                         "bfifo", "limit", str(original)], check=True)
     sent = rows(tmp_path / "h1.messages.csv") + rows(tmp_path / "h2.messages.csv")
     assert all(row["acked_ns"] for row in sent)

@@ -71,7 +71,7 @@ def test_a_spine_link_down_mid_run_is_routed_around(algorithm, tmp_path):
         ups = sorted(link.a.port for link in net.topology.links
                      if link.a.node == tor.name and link.tier != "host")
         lines = [f"link set {net.switch_intf(tor.name, port)} down" for port in ups[:-1]]
-        timer = threading.Timer(1.5, batch, ("ip", lines))
+        timer = threading.Timer(1.5, batch, ("ip", lines), {"netns": net.switch_netns(tor.name)})
         timers.append(timer)
         timer.start()
 

@@ -13,7 +13,7 @@ import pytest
 from fabric.net import ovs
 from fabric.net.cleanup import list_netns, root_links
 from fabric.net.state import load_all, pid_alive
-from tests.emulation.conftest import SESSION_PREFIXES, railcc_leftovers, start_network
+from tests.emulation.conftest import NOTHING, SESSION_PREFIXES, railcc_leftovers, start_network
 
 pytestmark = pytest.mark.emulation
 RAILCC = str(Path(sys.executable).with_name("railcc"))
@@ -38,15 +38,27 @@ def _links_of(prefix: str) -> set[str]:
     return {name for name in root_links() if name.startswith(prefix)}
 
 
+def _shard_bridges(net) -> set[str]:
+    found = set()
+    for shard in net.shards:
+        found |= set(shard.vsctl(["list-br"]).split())
+    return found
+
+
 def test_context_exit_removes_exactly_the_run(tmp_path, foreign_bridge):
-    net = start_network("rail-2tier-small", tmp_path)
-    assert _links_of(net.prefix)
-    controller_pid = net.controller.proc.pid
-    assert set(net.plan.bridges.values()) <= _all_bridges()
-    net.stop()
-    assert railcc_leftovers({net.prefix}) == {"netns": [], "bridges": [], "states": []}
+    net = start_network("rail-2tier-small", tmp_path, ovs_shards=3)
+    # Nothing of the run in the root namespace or the system OVS: its switches are
+    # in its own OVS shards, each in its namespace.
     assert _links_of(net.prefix) == set()
+    assert not set(net.plan.bridges.values()) & _all_bridges()
+    assert _shard_bridges(net) == set(net.plan.bridges.values())
+    daemons = list(net.vswitchd_pids().values())
+    assert len(daemons) == len(net.shards) >= 2 and all(pid_alive(p) for p in daemons)
+    controller_pid = net.controller.proc.pid
+    net.stop()
+    assert railcc_leftovers({net.prefix}) == NOTHING
     assert not pid_alive(controller_pid)
+    assert not any(pid_alive(pid) for pid in daemons)
     assert foreign_bridge in _all_bridges()
 
 
@@ -78,7 +90,7 @@ def test_sigkill_then_railcc_clean_leaves_nothing(tmp_path, foreign_bridge):
     assert railcc_leftovers({state.prefix})["netns"]  # the killed run left its fabric behind
     result = subprocess.run([RAILCC, "clean"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert railcc_leftovers({state.prefix}) == {"netns": [], "bridges": [], "states": []}
+    assert railcc_leftovers({state.prefix}) == NOTHING
     assert _links_of(state.prefix) == set()
     assert not any(pid_alive(pid) for pid in children + shells)
     assert foreign_bridge in _all_bridges()

@@ -8,6 +8,7 @@ import pytest
 
 from controllers.openflow.ofmsgs import HASH_TABLE
 from fabric.measure import calibrate
+from fabric.measure.telemetry import QueueReader, read_queues_tc
 from fabric.net import shaping
 from fabric.net.netns import tx_checksum_enabled
 
@@ -16,8 +17,10 @@ pytestmark = pytest.mark.emulation
 
 def test_shaping_is_in_place_on_both_ends(small_fabric):
     shaping.verify(small_fabric.shapes)
-    netns_ends = [s for s in small_fabric.shapes if s.netns]
-    switch_ends = [s for s in small_fabric.shapes if not s.netns]
+    servers = set(small_fabric.plan.netns.values())
+    netns_ends = [s for s in small_fabric.shapes if s.netns in servers]
+    switch_ends = [s for s in small_fabric.shapes if s.netns not in servers]
+    assert {s.netns for s in switch_ends} == {shard.netns for shard in small_fabric.shards}
     assert len(netns_ends) == len(small_fabric.topology.nics)
     assert len(switch_ends) == 2 * len(small_fabric.topology.links) - len(netns_ends)
 
@@ -25,7 +28,8 @@ def test_shaping_is_in_place_on_both_ends(small_fabric):
 def test_offloads_are_off_on_both_ends(small_fabric):
     nic = small_fabric.topology.nics[0]
     assert not tx_checksum_enabled(nic.intf, small_fabric.netns(nic.server))
-    assert not tx_checksum_enabled(small_fabric.switch_intf(nic.tor, nic.tor_port))
+    assert not tx_checksum_enabled(small_fabric.switch_intf(nic.tor, nic.tor_port),
+                                   small_fabric.switch_netns(nic.tor))
 
 
 @pytest.mark.parametrize("link_class", ["host", "tor-spine"])
@@ -44,9 +48,9 @@ def test_two_to_one_overload_drops_at_that_port_only(small_fabric):
     assert abs(result.error_pct) <= 5.0, result
 
 
-def _packets_per_next_hop(bridge: str) -> dict[int, int]:
+def _packets_per_next_hop(target: str) -> dict[int, int]:
     """Packets per output port of the busiest ECMP set (hash-table entries, see ofmsgs)."""
-    out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge,
+    out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", target,
                           f"table={HASH_TABLE}"], capture_output=True, text=True, check=True).stdout
     sets: dict[int, dict[int, int]] = {}
     for line in out.splitlines():
@@ -65,7 +69,7 @@ def test_ecmp_spreads_distinct_flows_over_all_spines(small_fabric):
                    if net.topology.node(n.server).pod == 1 and n.rail == 0)
     tor = net.topology.nics_of(src.name)[0].tor
     assert net.exec(src.name, ["ping", "-c1", "-W2", dst_nic.ip]).returncode == 0  # ARP first
-    before = _packets_per_next_hop(net.bridge(tor))
+    before = _packets_per_next_hop(net.openflow_target(tor))
     sender = ("import socket\n"
               "for port in range(40000, 40064):\n"
               "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
@@ -74,10 +78,29 @@ def test_ecmp_spreads_distinct_flows_over_all_spines(small_fabric):
               f"        s.sendto(b'x' * 100, ('{dst_nic.ip}', 9))\n")
     result = net.exec(src.name, ["python3", "-c", sender])
     assert result.returncode == 0, result.stderr
-    after = _packets_per_next_hop(net.bridge(tor))
+    after = _packets_per_next_hop(net.openflow_target(tor))
     used = {port: count - before.get(port, 0) for port, count in after.items()}
     uplinks = {local.port for _, local, remote in net.topology.links_of(tor)
                if remote.node.startswith("s")}
     assert set(used) == uplinks
     assert all(count > 0 for count in used.values()), used
     assert sum(used.values()) >= 64  # at least one packet of each of the 64 flows
+
+
+def test_netlink_telemetry_reads_what_tc_reads(small_fabric):
+    # Traffic first, so the counters are not all zero; then both readers, back to back.
+    src, dst = calibrate.probe_pairs(small_fabric.topology)[0][1:]
+    dst_ip = small_fabric.topology.nics_of(dst)[0].ip
+    small_fabric.exec(src, ["ping", "-c", "3", "-i", "0.05", "-s", "8000", dst_ip], check=True)
+    moved = 0
+    for shard in small_fabric.shards:
+        with QueueReader(shard.netns) as reader:
+            fast = reader.read()
+        slow = read_queues_tc(shard.netns)
+        assert fast and set(fast) == set(slow)
+        for dev, sample in fast.items():
+            # tc read a moment later: counters can only have grown.
+            assert 0 <= slow[dev].sent_bytes - sample.sent_bytes < 10**6, dev
+            assert slow[dev].drops == sample.drops, dev
+            moved += sample.sent_packets
+    assert moved > 0

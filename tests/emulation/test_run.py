@@ -18,7 +18,7 @@ from fabric.net.cleanup import list_netns, netns_pids
 from fabric.net.names import prefix_of_netns
 from fabric.net.shaping import Shape, tc_lines
 from fabric.net.sh import batch
-from tests.emulation.conftest import SESSION_PREFIXES, railcc_leftovers
+from tests.emulation.conftest import NOTHING, SESSION_PREFIXES, railcc_leftovers
 
 pytestmark = pytest.mark.emulation
 SPECS = Path(__file__).resolve().parents[2] / "experiments" / "specs"
@@ -101,7 +101,7 @@ def test_allreduce_busbw_follows_the_slowest_link(tmp_path):
         mtu = net.topology.spec.mtu
         buffer = net.topology.spec.buffer_bytes
         for intf, netns in ((nic.intf, net.netns("h1")),
-                            (net.switch_intf(nic.tor, nic.tor_port), None)):
+                            (net.switch_intf(nic.tor, nic.tor_port), net.switch_netns(nic.tor))):
             class_line = tc_lines(Shape(intf, netns, slow_mbps, buffer, mtu))[1]
             batch("tc", [class_line], netns=netns)
 
@@ -163,4 +163,4 @@ def test_agent_dying_mid_run_fails_clearly_and_cleans_up(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "agent h3 died" in err
-    assert railcc_leftovers({prefix}) == {"netns": [], "bridges": [], "states": []}
+    assert railcc_leftovers({prefix}) == NOTHING

@@ -66,7 +66,7 @@ def _set(table: str, **values):
                       "rails, sizes, dtype, iterations, pxn, qps_per_connection, microbatches)"),
     (lambda d: d.update(jobs=[]), "jobs: need at least one [[jobs]] table"),
     (lambda d: d.update(extra={}), "extra: unknown key (known: experiment, topology, "
-                                   "controller, jobs, transport, telemetry, limits)"),
+                                   "controller, jobs, transport, telemetry, limits, emulator)"),
     (lambda d: d.pop("topology"), "topology: required table"),
     (_set("topology", preset="nope"), "topology.preset: unknown preset 'nope' (known: "
                                       "rail-2tier-small, rail-2tier, rail-3tier, fat-tree-k4)"),
@@ -81,6 +81,9 @@ def _set(table: str, **values):
     (_set("transport", ack_every=40), "transport.ack_every: must be 1..32, got 40"),
     (_set("limits", max_offered_fraction=0), "limits.max_offered_fraction: must be > 0, got 0"),
     (_set("experiment", seed=-1), "experiment.seed: must be >= 0, got -1"),
+    (_set("emulator", ovs_shards=65), "emulator.ovs_shards: must be 0..64, got 65"),
+    (_set("emulator", ovs_allocator="jemalloc"),
+     "emulator.ovs_allocator: input should be 'tcmalloc' or 'glibc', got 'jemalloc'"),
     (lambda d: d["experiment"].pop("name"), "experiment.name: required"),
     (_set("experiment", name="my run"),
      "experiment.name: must be 1..40 letters, digits, '-' or '_', got 'my run'"),

@@ -25,11 +25,12 @@ SCHEMA = json_schema()
 FULL = {"experiment": {"name": "t", "seed": 1}, "topology": {"preset": "rail-2tier-small"},
         "controller": {"algorithm": "ecmp"}, "transport": {"kind": "roce"},
         "telemetry": {"rate_hz": 10}, "limits": {"run_timeout_s": 60},
+        "emulator": {"ovs_shards": 2, "ovs_allocator": "glibc"},
         "jobs": [{"collective": "allreduce", "servers": 4, "sizes": ["1MB"]}]}
 WRONG_TYPE = {"experiment": ("seed", "1"), "topology": ("rails", "4"),
               "controller": ("stats_interval_ms", "fast"), "jobs": ("iterations", "two"),
               "transport": ("window_packets", 3.5), "telemetry": ("delay_sample_every", True),
-              "limits": ("run_timeout_s", [60])}
+              "limits": ("run_timeout_s", [60]), "emulator": ("ovs_shards", "2")}
 KEYWORDS = {"$schema", "$defs", "$ref", "title", "description", "default", "type", "properties",
             "additionalProperties", "required", "anyOf", "enum", "const", "items", "minItems",
             "minimum", "maximum", "exclusiveMinimum", "pattern", "maxLength"}

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from fabric.net import names
+from fabric.net import names, shards
 from fabric.measure.calibrate import LinkClassResult, OverloadResult, probe_pairs
 from fabric.net.plumbing import plan
 from fabric.net.shaping import Shape, parse_rate, problems, tc_lines
@@ -25,10 +25,16 @@ def test_run_prefix_names_fit_linux_limits():
     prefix = names.new_run_prefix(rng=random.Random(1))
     assert names.PREFIX_RE.match(prefix)
     topology = load("rail-2tier")
-    p = plan(topology, prefix)
-    assert all(len(intf) <= 15 for intf in p.root_intfs)
+    shard_ns = {s.name: names.netns_name(prefix, f"ovs{i % 3}")
+                for i, s in enumerate(topology.switches())}
+    p = plan(topology, prefix, shard_ns)
+    intfs = [intf for group in p.shard_intfs().values() for intf in group]
+    assert all(len(intf) <= 15 for intf in intfs)
     assert all(len(bridge) <= 15 for bridge in p.bridges.values())
-    assert len(p.root_intfs) == 2 * len(topology.links) - len(topology.nics)
+    assert len(set(intfs)) == 2 * len(topology.links) - len(topology.nics)
+    assert set(p.shard_intfs()) == set(shard_ns.values())
+    assert all(names.is_shard_netns(ns) for ns in shard_ns.values())
+    assert not names.is_shard_netns(names.netns_name(prefix, "h1"))
     assert names.prefix_of_netns(names.netns_name(prefix, "h1")) == prefix
     assert names.prefix_of_netns("railcc-notaprefix-h1") is None
     assert names.prefix_of_netns("foreign-ns") is None
@@ -122,3 +128,21 @@ def test_calibration_verdicts():
     assert OverloadResult("p", 1.94, 10.0, 9.9, 12).ok
     assert not OverloadResult("p", 1.94, 10.0, 9.9, 0).ok
     assert not OverloadResult("p", 1.94, 10.0, 9.9, 12, {"root:x": 1}).ok
+
+
+def test_shards_balance_ports_and_cover_every_switch():
+    topology = load("rail-2tier")
+    ports = {s.name: 0 for s in topology.switches()}
+    for link in topology.links:
+        for end in link.ends():
+            if end.node in ports:
+                ports[end.node] += 1
+    placed = shards.assign(ports, 4)
+    assert set(placed) == set(ports) and set(placed.values()) == {0, 1, 2, 3}
+    load_of = [sum(n for s, n in ports.items() if placed[s] == i) for i in range(4)]
+    # Largest-first greedy: no shard is more than one switch's ports above another.
+    assert max(load_of) - min(load_of) <= max(ports.values()), load_of
+    assert shards.assign(ports, 4) == placed  # deterministic
+    assert set(shards.assign(ports, 1).values()) == {0}
+    with pytest.raises(ValueError):
+        shards.assign(ports, 0)

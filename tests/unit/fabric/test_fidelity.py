@@ -1,10 +1,12 @@
 """The one trusted verdict: CPU-bound machines, slow links, late NICs, long delays and
 unbalanced packet counts each make a run untrusted, with the reason."""
 
+import dataclasses
+
 import pytest
 
 from fabric.measure.fidelity import (PortInterval, conservation, cpu_reasons, judge,
-                                     max_queueing_ms, port_intervals, rate_shortfalls)
+                                     max_queueing_ms, port_intervals, rate_shortfalls, window_ms)
 from topologies import load
 
 SMALL = load("rail-2tier-small").spec
@@ -114,3 +116,16 @@ def test_conservation_slack_passes_small_imbalances_and_says_so():
     assert within.ok and within.unaccounted == -4 and "off by -4 (slack 50)" in within.verdict
     beyond = conservation(sent=10_000, delivered=9_000, dropped=900, slack=50)
     assert not beyond.ok and "LOST: 100" in beyond.verdict
+
+
+def test_a_window_shorter_than_the_emulators_latency_is_untrusted():
+    # 10 Mb/s, 9000 MTU: 32 frames last 230.7 ms; a 100 Gb/s NIC's last 23 us.
+    assert window_ms(32, SMALL) == pytest.approx(32 * 9014 * 8 / 10e3)
+    assert judged(delays=[2.0, 5.0], nic_window_packets=32).trusted
+    fast = dataclasses.replace(SMALL, nic_mbps=100_000.0)
+    verdict = judge({**CALM, "nic_window_packets": 32}, [], BALANCED, [0.5, 0.9], fast)
+    assert not verdict.trusted and verdict.reasons[0].startswith(
+        "NICs window-bound by the emulator's latency: a 32-frame window lasts 0.023 ms")
+    # Without a window (TCP transport) or delay samples there is nothing to judge.
+    assert judge({**CALM, "nic_window_packets": None}, [], BALANCED, [0.5], fast).trusted
+    assert judge({**CALM, "nic_window_packets": 32}, [], BALANCED, [], fast).trusted

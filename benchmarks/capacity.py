@@ -1,0 +1,187 @@
+"""Emulation capacity: the largest trusted NIC rate per fabric, workload and emulator layout.
+
+    .venv/bin/python benchmarks/capacity.py [--fabrics rail-2tier-small,rail-2tier]
+        [--workloads all2all,ring] [--rates 5,10,20,40] [--repeat 3]
+        [--variants one-vswitchd,sharded] [--seconds 3]
+
+Workloads (over every server of the fabric, sized to last about ``--seconds``
+at line rate): ``all2all`` = All2All with PXN; ``ring`` = a scattered per-rail
+ring AllReduce. Variants are measured interleaved in the same run: the
+baseline ``one-vswitchd`` (one private ovs-vswitchd, glibc malloc: the
+datapath before shards) against ``sharded`` (automatic shards, tcmalloc).
+
+For every (fabric, workload, variant) the rates are tried lowest first, each
+``--repeat`` times; a rate counts as trusted when every repetition was, and
+the sweep of that triple stops at its first untrusted rate. Each row reports
+the medians of the repetitions: efficiency, NIC-received data frames per
+second, and the CPU split over the traffic (share of one core: NIC agents,
+each ovs-vswitchd, kernel softirq, the harness, the controller, the rest).
+Appends the table to RESULTS.md with the machine, date and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.analysis.analysis import analyze  # noqa: E402
+from experiments.runner import run  # noqa: E402
+from experiments.workload.spec import from_dict  # noqa: E402
+from topologies import preset  # noqa: E402
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+VARIANTS = {"one-vswitchd": {"ovs_shards": 1, "ovs_allocator": "glibc"},
+            "sharded": {"ovs_shards": 0, "ovs_allocator": "tcmalloc"}}
+
+
+def workload_spec(fabric: str, workload: str, mbps: float, seconds: float,
+                  emulator: dict) -> dict:
+    """A spec running ``workload`` over every server of ``fabric`` for about ``seconds``."""
+    spec = preset(fabric)
+    ranks, rails = spec.servers, spec.rails
+    line_bytes = seconds * rails * mbps * 1e6 / 8   # what one rank's NICs send in `seconds`
+    if workload == "all2all":
+        job = {"collective": "all2all", "pxn": True,
+               "sizes": [int(line_bytes * ranks / (ranks - 1))]}
+    elif workload == "ring":
+        job = {"collective": "allreduce", "placement": "scattered",
+               "sizes": [int(line_bytes * ranks / (2 * (ranks - 1)))]}
+    else:
+        raise ValueError(f"workload: all2all or ring, got {workload!r}")
+    return {
+        "experiment": {"name": f"cap-{fabric}-{workload}-{mbps:g}".replace(".", "_"), "seed": 1},
+        "topology": {"preset": fabric, "nic_mbps": mbps},
+        "jobs": [{"name": workload, "servers": ranks, **job}],
+        "limits": {"run_timeout_s": 30 * seconds + 60},
+        "emulator": emulator,
+    }
+
+
+def one_run(fabric: str, workload: str, mbps: float, seconds: float, variant: str) -> dict:
+    """Run once; the figures of one repetition."""
+    out = Path(tempfile.mkdtemp(prefix="railcc-cap-"))
+    try:
+        run(from_dict(workload_spec(fabric, workload, mbps, seconds, VARIANTS[variant]),
+                      "capacity"), out)
+        summary = analyze(out)
+    except Exception as exc:  # noqa: BLE001  (a failed run is a result too)
+        return {"trusted": False, "why": f"run failed: {exc}"[:160]}
+    counters = json.loads((out / "counters.json").read_text())
+    split = json.loads((out / "fidelity.json").read_text()).get("cpu_split_s", {})
+    wall = split.get("wall") or 1.0
+    frames = sum(c.get("data_received", 0) for c in counters["agents"].values())
+    cores = {k: v / wall for k, v in split.items() if k not in ("wall", "busy")}
+    return {"trusted": summary["trusted"], "efficiency": summary["rows"][0]["efficiency"],
+            "frames_per_s": frames / wall, "loss_pct": summary["loss"]["loss_pct"],
+            "cores": cores, "busy": split.get("busy", 0.0) / wall,
+            "why": "; ".join(summary["fidelity"]["reasons"])[:160], "folder": str(out)}
+
+
+def median_row(runs: list[dict]) -> dict:
+    """Medians over repetitions (CPU shares per key)."""
+    done = [r for r in runs if "efficiency" in r]
+    row = {"trusted": sum(r["trusted"] for r in runs), "n": len(runs),
+           "why": next((r["why"] for r in runs if not r["trusted"]), "")}
+    if done:
+        row["efficiency"] = statistics.median(r["efficiency"] for r in done)
+        row["frames_per_s"] = statistics.median(r["frames_per_s"] for r in done)
+        row["busy"] = statistics.median(r["busy"] for r in done)
+        keys = sorted({k for r in done for k in r["cores"]})
+        row["cores"] = {k: statistics.median(r["cores"].get(k, 0.0) for r in done) for k in keys}
+    return row
+
+
+def split_text(cores: dict[str, float]) -> str:
+    """'agents 0.41, ovs 0.22+0.19, kernel 0.05, ...' in shares of one core."""
+    ovs = [v for k, v in sorted(cores.items()) if k.startswith("ovs-vswitchd")]
+    parts = [f"agents {cores.get('agents', 0):.2f}", "ovs " + "+".join(f"{v:.2f}" for v in ovs),
+             f"kernel {cores.get('kernel', 0):.2f}", f"harness {cores.get('harness', 0):.2f}",
+             f"controller {cores.get('controller', 0):.2f}", f"rest {cores.get('rest', 0):.2f}"]
+    return ", ".join(parts)
+
+
+def main() -> None:
+    """Sweep, print and record."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fabrics", default="rail-2tier-small,rail-2tier")
+    parser.add_argument("--workloads", default="all2all,ring")
+    parser.add_argument("--rates", default="5,10,20,40")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--variants", default="one-vswitchd,sharded")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+    rows = []
+    for fabric in args.fabrics.split(","):
+        for workload in args.workloads.split(","):
+            live = set(variants)
+            for mbps in [float(rate) for rate in args.rates.split(",")]:
+                if not live:
+                    break
+                runs: dict[str, list[dict]] = {v: [] for v in live}
+                for _ in range(args.repeat):  # interleaved: variant A, B, A, B, ...
+                    for variant in sorted(live):
+                        runs[variant].append(one_run(fabric, workload, mbps, args.seconds,
+                                                     variant))
+                for variant in sorted(live):
+                    row = {"fabric": fabric, "workload": workload, "mbps": mbps,
+                           "variant": variant, **median_row(runs[variant])}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                    if row["trusted"] < row["n"]:
+                        live.discard(variant)
+    record(rows, args)
+
+
+def record(rows: list[dict], args: argparse.Namespace) -> None:
+    """Append the sweep to RESULTS.md."""
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    lines = [f"\n## capacity.py, {datetime.date.today()} ({os.cpu_count()} cores, {cpu}, "
+             f"kernel {platform.release()}, OVS userspace datapath)\n",
+             "Command: `.venv/bin/python benchmarks/capacity.py " + " ".join(sys.argv[1:]) + "`\n",
+             f"Median of {args.repeat} runs per row, variants interleaved. Frames/s = data "
+             "frames received by all NICs per second of traffic. CPU = share of one core "
+             "over the traffic.\n",
+             "| fabric | NICs | workload | NIC Mb/s | offered Gb/s | variant | trusted | "
+             "efficiency | frames/s | machine busy | CPU split | why not |",
+             "| --- | ---: | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- | --- |"]
+    for r in rows:
+        spec = preset(r["fabric"])
+        nics = spec.servers * spec.rails
+        eff = f"{100 * r['efficiency']:.1f} %" if "efficiency" in r else "-"
+        frames = f"{r['frames_per_s']:,.0f}" if "frames_per_s" in r else "-"
+        busy = f"{100 * r['busy'] / (os.cpu_count() or 1):.0f} %" if "busy" in r else "-"
+        lines.append(f"| {r['fabric']} | {nics} | {r['workload']} | {r['mbps']:g} | "
+                     f"{nics * r['mbps'] / 1000:.2f} | {r['variant']} | {r['trusted']}/{r['n']} | "
+                     f"{eff} | {frames} | {busy} | {split_text(r.get('cores', {}))} | "
+                     f"{r['why']} |")
+    best: dict[tuple, dict] = {}
+    for r in rows:
+        if r["trusted"] == r["n"]:
+            key = (r["fabric"], r["workload"], r["variant"])
+            if key not in best or r["mbps"] > best[key]["mbps"]:
+                best[key] = r
+    lines.append("\nLargest trusted NIC rate:")
+    for (fabric, workload, variant), r in sorted(best.items()):
+        spec = preset(fabric)
+        nics = spec.servers * spec.rails
+        lines.append(f"- {fabric} {workload}, {variant}: {r['mbps']:g} Mb/s per NIC "
+                     f"({nics * r['mbps'] / 1000:.2f} Gb/s offered, "
+                     f"{r.get('frames_per_s', 0):,.0f} frames/s)")
+    with RESULTS.open("a") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The two rtnetlink dumps telemetry needs (qdisc counters, interface names), decoded with struct.
+
+Linux's uapi layouts: ``nlmsghdr`` (linux/netlink.h), ``tcmsg`` and the
+``TCA_*`` attributes (linux/rtnetlink.h, linux/pkt_sched.h), ``gnet_stats_*``
+(linux/gen_stats.h), ``ifinfomsg`` / ``IFLA_IFNAME`` (linux/if_link.h). A
+socket belongs to the network namespace it was created in, whichever thread
+uses it later.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+NETLINK_ROUTE = 0
+RTM_GETLINK, RTM_NEWLINK = 18, 16
+RTM_GETQDISC, RTM_NEWQDISC = 38, 36
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+TCA_KIND, TCA_STATS2 = 1, 7
+TCA_STATS_BASIC, TCA_STATS_QUEUE = 1, 3
+IFLA_IFNAME = 3
+TC_H_ROOT = 0xFFFFFFFF
+
+NLMSGHDR = struct.Struct("=IHHII")       # len, type, flags, seq, pid
+TCMSG = struct.Struct("=BxxxiIII")       # family, ifindex, handle, parent, info
+IFINFOMSG = struct.Struct("=BxHiII")     # family, type, index, flags, change
+RTATTR = struct.Struct("=HH")            # len, type
+STATS_BASIC = struct.Struct("=QI")       # bytes, packets
+STATS_QUEUE = struct.Struct("=IIIII")    # qlen, backlog, drops, requeues, overlimits
+RECV_BYTES = 1 << 20
+
+
+class NetlinkError(OSError):
+    """The kernel answered a dump with an error."""
+
+
+def attributes(data: bytes | memoryview, offset: int, end: int) -> dict[int, memoryview]:
+    """rtattr type -> payload, for the attributes between ``offset`` and ``end``."""
+    view = memoryview(data)
+    found = {}
+    while offset + RTATTR.size <= end:
+        length, kind = RTATTR.unpack_from(view, offset)
+        if length < RTATTR.size:
+            break
+        found[kind & 0x3FFF] = view[offset + RTATTR.size:offset + length]
+        offset += (length + 3) & ~3
+    return found
+
+
+class Socket:
+    """One NETLINK_ROUTE socket (in the namespace of the thread that made it)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        self._sock.bind((0, 0))
+        self._seq = 0
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._sock.close()
+
+    def dump(self, msg_type: int, body: bytes) -> list[tuple[int, memoryview]]:
+        """Send one dump request; every answer as (message type, payload after nlmsghdr)."""
+        self._seq += 1
+        header = NLMSGHDR.pack(NLMSGHDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP,
+                               self._seq, 0)
+        self._sock.send(header + body)
+        messages = []
+        while True:
+            data = memoryview(self._sock.recv(RECV_BYTES))
+            offset = 0
+            while offset + NLMSGHDR.size <= len(data):
+                length, kind, _, seq, _ = NLMSGHDR.unpack_from(data, offset)
+                if length < NLMSGHDR.size:
+                    raise NetlinkError("netlink: malformed message")
+                payload = data[offset + NLMSGHDR.size:offset + length]
+                offset += (length + 3) & ~3
+                if seq != self._seq:
+                    continue
+                if kind == NLMSG_DONE:
+                    return messages
+                if kind == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", payload)[0]
+                    if code:
+                        raise NetlinkError(code, f"netlink dump: {os.strerror(code)}")
+                    continue
+                messages.append((kind, payload))
+
+    def root_qdiscs(self, kind: str) -> dict[int, tuple[int, int, int, int, int]]:
+        """ifindex -> (bytes, packets, drops, backlog bytes, backlog packets) of every root
+        qdisc of ``kind`` (e.g. "htb")."""
+        want = kind.encode() + b"\0"
+        found = {}
+        for msg_type, payload in self.dump(RTM_GETQDISC, TCMSG.pack(0, 0, 0, 0, 0)):
+            if msg_type != RTM_NEWQDISC:
+                continue
+            _, index, _, parent, _ = TCMSG.unpack_from(payload)
+            if parent != TC_H_ROOT:
+                continue
+            attrs = attributes(payload, TCMSG.size, len(payload))
+            if bytes(attrs.get(TCA_KIND, b"")) != want or TCA_STATS2 not in attrs:
+                continue
+            stats2 = attrs[TCA_STATS2]
+            nested = attributes(stats2, 0, len(stats2))
+            sent_bytes, packets = STATS_BASIC.unpack_from(nested[TCA_STATS_BASIC])
+            qlen, backlog, drops, _, _ = STATS_QUEUE.unpack_from(nested[TCA_STATS_QUEUE])
+            found[index] = (sent_bytes, packets, drops, backlog, qlen)
+        return found
+
+    def link_names(self) -> dict[int, str]:
+        """ifindex -> interface name of every link in the namespace."""
+        names = {}
+        for msg_type, payload in self.dump(RTM_GETLINK, IFINFOMSG.pack(0, 0, 0, 0, 0)):
+            if msg_type != RTM_NEWLINK:
+                continue
+            index = IFINFOMSG.unpack_from(payload)[2]
+            name = attributes(payload, IFINFOMSG.size, len(payload)).get(IFLA_IFNAME)
+            if name is not None:
+                names[index] = bytes(name).rstrip(b"\0").decode()
+        return names
