@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fabric.net import ovs  # noqa: E402
+from fabric.net.procs import pid_alive  # noqa: E402
 from fabric.net.network import Network  # noqa: E402
 from topologies import Topology, build, from_dict, load  # noqa: E402
 
@@ -44,10 +45,12 @@ def fabrics() -> list[Topology]:
     return [load("rail-2tier"), build(big)]
 
 
-def ovs_settled(bridges: list[str]) -> float:
-    """Seconds until ovs-vswitchd has released every bridge's own interface."""
+def ovs_settled(bridges: list[str], daemons: list[int] = ()) -> float:
+    """Seconds until ovs-vswitchd has released every bridge's own interface (stock Mininet)
+    or the run's own OVS shards have exited (railcc)."""
     started = time.monotonic()
-    while set(bridges) & set(os.listdir("/sys/class/net")):
+    while (set(bridges) & set(os.listdir("/sys/class/net"))
+           or any(pid_alive(pid) for pid in daemons)):
         time.sleep(0.05)
     return time.monotonic() - started
 
@@ -61,10 +64,11 @@ def time_railcc(topology: Topology, algorithm: str | None) -> tuple[float, ...]:
     start_s = time.monotonic() - started
     time.sleep(1.0)
     memory = mem_before - mem_available_mib()
+    daemons = list(net.vswitchd_pids().values())
     started = time.monotonic()
     net.stop(settle=False)
     stop_s = time.monotonic() - started
-    return start_s, stop_s, stop_s + ovs_settled(list(net.plan.bridges.values())), memory
+    return start_s, stop_s, stop_s + ovs_settled([], daemons), memory
 
 
 def time_stock_mininet(topology: Topology) -> tuple[float, ...]:
@@ -138,9 +142,11 @@ def record(rows: list[tuple], repeat: int) -> None:
         f"\n## build_fabric.py, {datetime.date.today()} ({os.cpu_count()} cores, {cpu}, "
         f"kernel {platform.release()}, OVS {ovs.datapath_type()} datapath)\n",
         f"Median of {repeat} runs each, all measured in the same run.\n",
-        "Stop = until the call returned (the run's objects are gone from the kernel and",
-        "the OVS database); OVS settled = until ovs-vswitchd released the bridges' own",
-        "interfaces too (the userspace datapath deletes ~70 ports per second).\n",
+        "Stop = until the call returned (the run's namespaces and interfaces are gone, its",
+        "OVS shards SIGKILLed); OVS settled = until those ovs-vswitchd processes have",
+        "exited (railcc: closing a socket per port) or, for stock Mininet, the system",
+        "ovs-vswitchd released the bridges' own interfaces (~70 ports per second).\n",
+        "Command: `.venv/bin/python benchmarks/build_fabric.py " + " ".join(sys.argv[1:]) + "`\n",
         "| fabric | variant | start (s) | stop (s) | OVS settled (s) | memory (MiB) |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]

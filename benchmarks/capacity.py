@@ -2,13 +2,14 @@
 
     .venv/bin/python benchmarks/capacity.py [--fabrics rail-2tier-small,rail-2tier]
         [--workloads all2all,ring] [--rates 5,10,20,40] [--repeat 3]
-        [--variants one-vswitchd,sharded] [--seconds 3]
+        [--variants glibc,tcmalloc] [--seconds 3]
 
 Workloads (over every server of the fabric, sized to last about ``--seconds``
 at line rate): ``all2all`` = All2All with PXN; ``ring`` = a scattered per-rail
 ring AllReduce. Variants are measured interleaved in the same run: the
-baseline ``one-vswitchd`` (one private ovs-vswitchd, glibc malloc: the
-datapath before shards) against ``sharded`` (automatic shards, tcmalloc).
+baseline ``glibc`` (one ovs-vswitchd with glibc's allocator: the datapath as it
+was) against ``tcmalloc`` (one ovs-vswitchd, tcmalloc: today's default) and
+``4-shards`` (four ovs-vswitchd, tcmalloc).
 
 For every (fabric, workload, variant) the rates are tried lowest first, each
 ``--repeat`` times; a rate counts as trusted when every repetition was, and
@@ -39,8 +40,9 @@ from experiments.workload.spec import from_dict  # noqa: E402
 from topologies import preset  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-VARIANTS = {"one-vswitchd": {"ovs_shards": 1, "ovs_allocator": "glibc"},
-            "sharded": {"ovs_shards": 0, "ovs_allocator": "tcmalloc"}}
+VARIANTS = {"glibc": {"ovs_shards": 1, "ovs_allocator": "glibc"},
+            "tcmalloc": {"ovs_shards": 1, "ovs_allocator": "tcmalloc"},
+            "4-shards": {"ovs_shards": 4, "ovs_allocator": "tcmalloc"}}
 
 
 def workload_spec(fabric: str, workload: str, mbps: float, seconds: float,
@@ -116,7 +118,7 @@ def main() -> None:
     parser.add_argument("--workloads", default="all2all,ring")
     parser.add_argument("--rates", default="5,10,20,40")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--variants", default="one-vswitchd,sharded")
+    parser.add_argument("--variants", default="glibc,tcmalloc")
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
     variants = args.variants.split(",")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from experiments.cli.app import Commands, UserError, console, err_console
 
@@ -57,7 +58,7 @@ def _show(summary: dict, report: Path, as_json: bool) -> None:
         console.print("[green]trusted[/green]: the emulator kept up (CPU, link rates, "
                       "conservation)")
     else:
-        reasons = "; ".join(fidelity.get("reasons", [])) or "unknown"
+        reasons = escape("; ".join(fidelity.get("reasons", [])) or "unknown")
         console.print(f"[red]NOT trusted[/red]: {reasons}", highlight=False)
     console.print(f"run folder: {report.parent}\nreport: {report}", highlight=False)
 

@@ -24,6 +24,9 @@ from fabric.net.state import STATE_DIR, RunState, load_all
 
 log = logging.getLogger(__name__)
 
+#: How long ``settle`` waits for a run's OVS shards and interfaces to be gone.
+SETTLE_S = 60.0
+
 
 @dataclass
 class CleanReport:
@@ -65,8 +68,10 @@ def clean_run(state: RunState, report: CleanReport | None = None,
     run_ns = [ns for ns in state.netns if ns in existing_ns]
     # OVS shards' daemons hold nothing worth a clean exit (and ovs-vswitchd would
     # delete its ports one by one): SIGKILL; the namespace's deletion does the rest.
+    # Their exit closes a socket per port (~8 ms each in the kernel: seconds for a
+    # 64 x 8 fabric), so only ``settle`` waits for it.
     shard_pids = [pid for ns in run_ns if is_shard_netns(ns) for pid in netns_pids(ns)]
-    report.processes += stop_pids(shard_pids, grace=0)
+    report.processes += stop_pids(shard_pids, grace=0, kill_wait=SETTLE_S if settle else 0)
     in_ns = [pid for ns in run_ns if not is_shard_netns(ns) for pid in netns_pids(ns)]
     own = [int(pid) for pid, marker in state.processes.items()
            if marker and marker in cmdline(int(pid))]
@@ -83,7 +88,7 @@ def clean_run(state: RunState, report: CleanReport | None = None,
     if run_ns:
         batch("ip", [f"netns del {ns}" for ns in run_ns], force=True)
     report.netns += len(run_ns)
-    _wait_gone(state.root_intfs + (state.bridges if settle else []), timeout=60)
+    _wait_gone(state.root_intfs + (state.bridges if settle else []), timeout=SETTLE_S)
     for rundir in state.rundirs:
         if Path(rundir).parent == STATE_DIR and Path(rundir).name == state.prefix:
             shutil.rmtree(rundir, ignore_errors=True)

@@ -187,8 +187,8 @@ class Network:
         return self.plan.switch_netns[switch]
 
     def vswitchd_pids(self) -> dict[str, int]:
-        """PID of each shard's ovs-vswitchd, by shard namespace."""
-        return {shard.netns: pid for shard in self.shards
+        """PID of each shard's ovs-vswitchd, by shard name (``ovs0``, ``ovs1``, ...)."""
+        return {f"ovs{shard.index}": pid for shard in self.shards
                 if (pid := shard.vswitchd_pid()) is not None}
 
     def bridge(self, switch: str) -> str:

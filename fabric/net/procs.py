@@ -15,7 +15,7 @@ from typing import Iterable
 
 import psutil
 
-#: How long to wait for SIGKILLed processes to be gone.
+#: How long to wait for SIGKILLed processes to be gone (by default).
 KILL_WAIT_S = 5.0
 
 
@@ -35,8 +35,10 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def _terminate_wait_kill(procs: list[psutil.Process], grace: float) -> list[psutil.Process]:
-    """SIGTERM every live process, wait up to ``grace`` s for all, SIGKILL the rest."""
+def _terminate_wait_kill(procs: list[psutil.Process], grace: float,
+                         kill_wait: float = KILL_WAIT_S) -> list[psutil.Process]:
+    """SIGTERM every live process, wait up to ``grace`` s for all, SIGKILL the rest and wait
+    up to ``kill_wait`` s for them to be gone."""
     running = []
     for proc in procs:
         try:
@@ -52,21 +54,22 @@ def _terminate_wait_kill(procs: list[psutil.Process], grace: float) -> list[psut
         except psutil.Error:
             pass
     # SIGKILL is not instant; a zombie counts as gone (its parent may never reap it).
-    deadline = time.monotonic() + KILL_WAIT_S
+    deadline = time.monotonic() + kill_wait
     while any(pid_alive(proc.pid) for proc in alive) and time.monotonic() < deadline:
         time.sleep(0.01)
     return running
 
 
-def stop_pids(pids: Iterable[int], grace: float = 2.0) -> int:
-    """Stop recorded PIDs (not our children): SIGTERM, SIGKILL after ``grace`` s; how many existed."""
+def stop_pids(pids: Iterable[int], grace: float = 2.0, kill_wait: float = KILL_WAIT_S) -> int:
+    """Stop recorded PIDs (not our children): SIGTERM, SIGKILL after ``grace`` s, then wait up
+    to ``kill_wait`` s for them to be gone (0: do not wait); how many existed."""
     procs = []
     for pid in pids:
         try:
             procs.append(psutil.Process(pid))
         except psutil.Error:
             pass
-    return len(_terminate_wait_kill(procs, grace))
+    return len(_terminate_wait_kill(procs, grace, kill_wait))
 
 
 def stop_children(procs: Iterable[subprocess.Popen], grace: float) -> None:

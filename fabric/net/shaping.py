@@ -34,7 +34,9 @@ def tc_lines(shape: Shape) -> list[str]:
     """tc batch lines for one interface: htb root, one rate class, bfifo child."""
     kbit = max(1, round(shape.mbps * 1000))
     frame = shape.mtu + 100
-    burst = 2 * frame
+    # One frame of burst: a link never carries more than its rate plus one frame over
+    # any window (two let an uncontended ring read above the wire-overhead ceiling).
+    burst = frame
     return [
         f"qdisc replace dev {shape.intf} root handle 1: htb default 1",
         f"class replace dev {shape.intf} parent 1: classid 1:1 htb rate {kbit}kbit "

@@ -39,7 +39,9 @@ class AgentCore:
         self.transport = transport
         self.clock = clock
         now = clock.mono_ns()
-        burst = 2 * wire_bytes(config.mtu)
+        # One frame of line-rate burst, as the links' htb: a NIC never sends more than
+        # its rate plus one frame over any window, whatever the algorithm.
+        burst = wire_bytes(config.mtu)
         self.count = dict.fromkeys(COUNTER_NAMES, 0)
         self.nics = {nic.ip: NicPort(nic.ip, nic.rail, TokenBucket(config.line_mbps, burst, now),
                                      transport, clock, self.count)
@@ -216,8 +218,7 @@ class AgentCore:
             qp = SendQP(number, nic.ip, nic.rail, remote_ip, wire.udp_source_port(number, cfg.salt),
                         cfg.mtu, cfg.line_mbps, cfg.window_packets, cfg.rto_ms / 1000.0,
                         cfg.ack_every, self.clock.mono_ns(), self.rates_by_dst.get(remote_ip),
-                        # Announced flows are paced to exact shares: no bursts into a queue.
-                        burst_frames=1 if cfg.announce else 2)
+                        burst_frames=1)
             self.conns[key] = self.send_qps[number] = qp
             nic.qps.append(qp)
         return qp

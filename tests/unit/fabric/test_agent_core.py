@@ -40,6 +40,7 @@ class SimNet:
         self.seq = 0
         self.cores: dict[str, AgentCore] = {}
         self.sent: list[tuple[str, int, str, bytes]] = []
+        self.sent_at: list[tuple[int, str, int]] = []
         self.lost = 0
         self.refused = 0
 
@@ -51,6 +52,7 @@ class SimNet:
             return False
         data = bytes(payload)
         self.sent.append((nic_ip, src_port, dst_ip, data))
+        self.sent_at.append((self.clock.now, nic_ip, len(data)))
         if self.rng.random() < self.loss:
             self.lost += 1
             return True
@@ -294,3 +296,34 @@ def test_two_senders_share_one_nic_round_robin():
     one, two = h1.records.sent[1], h1.records.sent[2]
     assert one.done and two.done
     assert abs(one.acked_ns - two.acked_ns) < 20_000_000  # interleaved, not one after another
+
+
+@pytest.mark.parametrize("announce", [False, True])
+def test_a_nic_never_sends_more_than_its_rate_plus_one_frame(announce):
+    # Two destinations, four QPs each: over every window between two of its sends, a NIC
+    # sent at most rate x window + one frame (ACKs, which it does not pace, excluded:
+    # h1 only sends data here).
+    clock = FakeClock()
+    net = SimNet(clock, seed=3)
+    # Announcing with no manager: requests time out (1 ms, 3 tries) and the QPs send at
+    # line rate, each paced by its own bucket as well as the NIC's.
+    h1 = net.add("h1", [A], announce=announce, grant_timeout_ms=1.0)
+    h5, h6 = net.add("h5", [B]), net.add("h6", [C])
+    h1.load([SendSpec(1, 0, B, 400_000, (), 4), SendSpec(2, 0, C, 400_000, (), 4)], [])
+    h5.load([], [ExpectSpec(1, 0, 400_000)])
+    h6.load([], [ExpectSpec(2, 0, 400_000)])
+    for core in (h1, h5, h6):
+        core.start(None)
+    net.run()
+    assert h5.records.delivered[1].complete and h6.records.delivered[2].complete
+    sends = [(t, wire_bytes(size + wire.IPV4_HEADER_LEN + wire.UDP_HEADER_LEN))
+             for t, ip, size in net.sent_at if ip == A and size > 100]
+    frame = wire_bytes(9000)
+    rate = 10.0 / 8000.0  # bytes per ns at 10 Mb/s
+    worst = 0.0
+    for i in range(len(sends)):
+        total = 0
+        for j in range(i, len(sends)):
+            total += sends[j][1]
+            worst = max(worst, total - rate * (sends[j][0] - sends[i][0]) - sends[j][1])
+    assert len(sends) > 80 and worst <= frame, worst

@@ -2,6 +2,8 @@
 
 import json
 import random
+import statistics
+import time
 
 import pytest
 
@@ -10,7 +12,7 @@ from fabric.measure.calibrate import LinkClassResult, OverloadResult, probe_pair
 from fabric.net.plumbing import plan
 from fabric.net.shaping import Shape, parse_rate, problems, tc_lines
 from fabric.net.state import RunState
-from fabric.measure.telemetry import QueueSample, delta, parse_qdiscs
+from fabric.measure.telemetry import PortSampler, QueueSample, delta, parse_qdiscs
 from topologies import load
 
 SHAPE = Shape("rcabc-t0r0p1", None, 10.0, 90000, 9000)
@@ -18,7 +20,7 @@ GOOD_QDISCS = [
     {"kind": "htb", "handle": "1:", "root": True, "options": {"default": "0x1"}},
     {"kind": "bfifo", "handle": "10:", "parent": "1:1", "options": {"limit": 90000}},
 ]
-GOOD_CLASS = "class htb 1:1 root leaf 10: prio 0 rate 10Mbit ceil 10Mbit burst 18200b cburst 18200b"
+GOOD_CLASS = "class htb 1:1 root leaf 10: prio 0 rate 10Mbit ceil 10Mbit burst 9100b cburst 9100b"
 
 
 def test_run_prefix_names_fit_linux_limits():
@@ -146,3 +148,16 @@ def test_shards_balance_ports_and_cover_every_switch():
     assert set(shards.assign(ports, 1).values()) == {0}
     with pytest.raises(ValueError):
         shards.assign(ports, 0)
+
+
+def test_telemetry_samples_at_jittered_intervals_around_the_period():
+    # Evenly spaced samples phase-lock with paced NICs (see PortSampler._loop).
+    times: list[float] = []
+    sampler = PortSampler({}, rate_hz=100.0)
+    sampler._record = lambda: times.append(time.monotonic())
+    with sampler:
+        time.sleep(1.0)
+    gaps = [b - a for a, b in zip(times, times[1:-1])]
+    assert len(gaps) > 50
+    assert min(gaps) < 0.007 and max(gaps) > 0.013  # 0.5..1.5 x the 10 ms period
+    assert 0.008 < statistics.mean(gaps) < 0.015
