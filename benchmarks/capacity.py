@@ -6,10 +6,11 @@
 
 Workloads (over every server of the fabric, sized to last about ``--seconds``
 at line rate): ``all2all`` = All2All with PXN; ``ring`` = a scattered per-rail
-ring AllReduce. Variants are measured interleaved in the same run: the
-baseline ``glibc`` (one ovs-vswitchd with glibc's allocator: the datapath as it
-was) against ``tcmalloc`` (one ovs-vswitchd, tcmalloc: today's default) and
-``4-shards`` (four ovs-vswitchd, tcmalloc).
+ring AllReduce. Variants are measured interleaved in the same run:
+``defaults`` (the spec without an [emulator] table; run from a checkout of an
+older commit, this is that commit's datapath), ``glibc`` (one ovs-vswitchd
+with glibc's allocator), ``tcmalloc`` (one ovs-vswitchd, tcmalloc: today's
+default) and ``4-shards`` (four ovs-vswitchd, tcmalloc).
 
 For every (fabric, workload, variant) the rates are tried lowest first, each
 ``--repeat`` times; a rate counts as trusted when every repetition was, and
@@ -40,7 +41,8 @@ from experiments.workload.spec import from_dict  # noqa: E402
 from topologies import preset  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-VARIANTS = {"glibc": {"ovs_shards": 1, "ovs_allocator": "glibc"},
+VARIANTS = {"defaults": {},
+            "glibc": {"ovs_shards": 1, "ovs_allocator": "glibc"},
             "tcmalloc": {"ovs_shards": 1, "ovs_allocator": "tcmalloc"},
             "4-shards": {"ovs_shards": 4, "ovs_allocator": "tcmalloc"}}
 
@@ -64,7 +66,7 @@ def workload_spec(fabric: str, workload: str, mbps: float, seconds: float,
         "topology": {"preset": fabric, "nic_mbps": mbps},
         "jobs": [{"name": workload, "servers": ranks, **job}],
         "limits": {"run_timeout_s": 30 * seconds + 60},
-        "emulator": emulator,
+        **({"emulator": emulator} if emulator else {}),
     }
 
 
@@ -79,11 +81,15 @@ def one_run(fabric: str, workload: str, mbps: float, seconds: float, variant: st
         return {"trusted": False, "why": f"run failed: {exc}"[:160]}
     counters = json.loads((out / "counters.json").read_text())
     split = json.loads((out / "fidelity.json").read_text()).get("cpu_split_s", {})
-    wall = split.get("wall") or 1.0
+    # Frames per second of the job's traffic window (first send to last delivery); CPU
+    # shares over the samplers' lifetime (older run folders have no CPU split).
+    start, end = summary["rows"][0].get("window_s") or (0.0, 1.0)
+    window = (end - start) or 1.0
+    wall = split.get("wall") or window
     frames = sum(c.get("data_received", 0) for c in counters["agents"].values())
     cores = {k: v / wall for k, v in split.items() if k not in ("wall", "busy")}
     return {"trusted": summary["trusted"], "efficiency": summary["rows"][0]["efficiency"],
-            "frames_per_s": frames / wall, "loss_pct": summary["loss"]["loss_pct"],
+            "frames_per_s": frames / window, "loss_pct": summary["loss"]["loss_pct"],
             "cores": cores, "busy": split.get("busy", 0.0) / wall,
             "why": "; ".join(summary["fidelity"]["reasons"])[:160], "folder": str(out)}
 
@@ -153,8 +159,8 @@ def record(rows: list[dict], args: argparse.Namespace) -> None:
              f"kernel {platform.release()}, OVS userspace datapath)\n",
              "Command: `.venv/bin/python benchmarks/capacity.py " + " ".join(sys.argv[1:]) + "`\n",
              f"Median of {args.repeat} runs per row, variants interleaved. Frames/s = data "
-             "frames received by all NICs per second of traffic. CPU = share of one core "
-             "over the traffic.\n",
+             "frames received by all NICs per second of the job's traffic window. CPU = "
+             "share of one core while the NICs ran.\n",
              "| fabric | NICs | workload | NIC Mb/s | offered Gb/s | variant | trusted | "
              "efficiency | frames/s | machine busy | CPU split | why not |",
              "| --- | ---: | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- | --- |"]

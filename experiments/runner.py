@@ -23,6 +23,7 @@ from experiments.workload.spec import Experiment
 from fabric.measure import fidelity
 from fabric.measure.counters import DropSnapshot, fidelity_measurements
 from fabric.measure.cpu import CpuSampler
+from fabric.measure.machine import machine_info
 from fabric.measure.ports import PortInfo, port_infos
 from fabric.measure.telemetry import PortSampler
 from fabric.net import ovs
@@ -36,8 +37,12 @@ Progress = Callable[[str], None]
 
 
 def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
-        after_start: Callable[[Network], None] | None = None) -> Path:
+        after_start: Callable[[Network], None] | None = None,
+        forced_over_capacity: str | None = None) -> Path:
     """Run the experiment on a fresh fabric; returns the run folder (analysis not included).
+
+    ``forced_over_capacity``: why the capacity check refused the run, when the user
+    forced it anyway (recorded in fidelity.json; the verdict is then untrusted).
 
     ``after_start`` is called with the live network before traffic starts
     (tests use it to reshape a link or shrink a buffer).
@@ -95,7 +100,8 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
         _write_json(out_dir / "fidelity.json", {
             **fidelity_measurements(net, cpu, sampler),
             "nic_window_packets": (experiment.transport.window_packets
-                                   if experiment.transport.kind == "roce" else None)})
+                                   if experiment.transport.kind == "roce" else None),
+            "forced_over_capacity": forced_over_capacity})
     verdict = fidelity.judge_folder(out_dir)
     progress("trusted" if verdict.trusted else "NOT trusted: " + "; ".join(verdict.reasons))
     return out_dir
@@ -124,19 +130,16 @@ def _write_json(path: Path, data: object) -> None:
 
 def _write_manifest(experiment: Experiment, topology: Topology, net: Network, out: Path) -> None:
     save(topology, out / "topology.json")
-    cpu_model = next((line.split(":", 1)[1].strip() for line in
-                      Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), platform.processor())
+    machine = machine_info()
     _write_json(out / "manifest.json", {
         "spec": experiment.to_dict(), "seed": experiment.seed, "algorithm": experiment.algorithm,
-        "format": RUN_FORMAT, "run_prefix": net.prefix, "topology_name": topology.name, "datapath": net.datapath,
-        "ovs_shards": len(net.shards), "ovs_allocator": net.shards[0].allocator,
+        "format": RUN_FORMAT, "run_prefix": net.prefix, "topology_name": topology.name,
+        "datapath": net.datapath, "ovs_shards": len(net.shards),
+        "ovs_allocator": net.shards[0].allocator,
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "versions": {"railcc": _railcc_version(), "python": platform.python_version(),
-                     "ovs": ovs.version(), "kernel": platform.release()},
-        "machine": {"cores": os.cpu_count(), "cpu": cpu_model,
-                    "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-                                        / 2**30, 1)},
+                     "ovs": machine["ovs"], "kernel": machine["kernel"]},
+        "machine": {key: machine[key] for key in ("cores", "cpu", "memory_gib")},
         "command": " ".join(sys.argv),
     })
 

@@ -7,8 +7,13 @@ skips silently there.
 
 import os
 import shutil
+import tempfile
 
 import pytest
+
+#: Tests never read or write the machine's capacity cache (/var/lib/railcc/capacity.json).
+os.environ["RAILCC_CAPACITY_FILE"] = os.path.join(tempfile.mkdtemp(prefix="railcc-test-"),
+                                                  "capacity.json")
 
 
 def emulation_blocker() -> str | None:

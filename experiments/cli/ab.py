@@ -15,10 +15,11 @@ from experiments.cli.app import Commands, UserError, console, err_console
 commands = Commands()
 
 
-def default_runner(experiment: Any, out_dir: Path, progress: Any) -> Path:
+def default_runner(experiment: Any, out_dir: Path, progress: Any,
+                   forced_over_capacity: str | None = None) -> Path:
     """One run on a real fabric (`experiments.runner.run`): what `railcc ab` repeats."""
     from experiments.runner import run
-    return run(experiment, out_dir, progress=progress)
+    return run(experiment, out_dir, progress=progress, forced_over_capacity=forced_over_capacity)
 
 
 def _default_out(name: str) -> Path:
@@ -57,9 +58,13 @@ def ab_command(
                                      "(default: ecmp if given, else the first)"),
         output: Optional[Path] = typer.Option(None, "-o", "--output", help="A/B folder"),
         as_json: bool = typer.Option(False, "--json", help="the aggregate (ab.json) on stdout"),
+        force: bool = typer.Option(False, "--force",
+                                   help="run even above the measured trusted capacity "
+                                        "(railcc check --capacity); runs marked untrusted"),
 ) -> None:
     """Run one workload under each algorithm, repeated and interleaved; table + report."""
     from experiments.ab.campaign import run_ab
+    from experiments.capacity.gate import OverCapacity, gate
     from experiments.ab.plan import PlanError, make_plan
     from experiments.workload.spec import load_spec
     from fabric.net.network import require_root
@@ -73,6 +78,14 @@ def ab_command(
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise UserError(f"-o {out_dir}: exists and is not an empty folder")
     require_root()
+    try:
+        forced = gate(experiment, force)
+    except OverCapacity as exc:
+        raise UserError(f"{spec}: {exc}") from None
+
+    def runner(experiment: Any, out_dir: Path, progress: Any) -> Path:
+        return default_runner(experiment, out_dir, progress, forced)
+
     command = shlex.join(["railcc", "ab", str(spec), "--algos", ",".join(plan.algorithms),
                           "--repeat", str(plan.repeat), "--baseline", plan.baseline,
                           "-o", str(out_dir)])
@@ -85,7 +98,7 @@ def ab_command(
 
     with err_console.status(f"ab: {experiment.name}: starting ...") as status:
         ab = run_ab(experiment, plan, out_dir, str(spec), command, progress=status.update,
-                    runner=default_runner, done=done)
+                    runner=runner, done=done)
     if as_json:
         print(json.dumps(ab, indent=1, default=str))
         return

@@ -131,9 +131,18 @@ def controller(ctx: typer.Context) -> None:
 @commands.command()
 def check(name: str = typer.Argument(DEFAULT_PRESET, help="preset or topology file"),
           output: Optional[Path] = typer.Option(None, "-o", "--output", help="results folder"),
-          seconds: float = typer.Option(3.0, help="seconds per calibration measurement")) -> None:
-    """Bring up a fabric, prove all-pairs reachability, calibrate, tear down."""
+          seconds: float = typer.Option(3.0, help="seconds per calibration measurement"),
+          capacity: bool = typer.Option(False, "--capacity",
+                                        help="instead: find the largest trusted NIC rate of "
+                                             "this fabric on this machine (a short sweep) "
+                                             "and cache it for `railcc run` / `railcc ab`")
+          ) -> None:
+    """Bring up a fabric, prove all-pairs reachability, calibrate, tear down (or, with
+    --capacity, measure and cache the fabric's trusted capacity)."""
     from fabric.measure.reachability import all_pairs_ping
+    if capacity:
+        _check_capacity(name, min(seconds, 2.0))
+        return
     topology = build(resolve(name))
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = (output or Path("runs") / f"check-{stamp}").resolve()
@@ -152,3 +161,34 @@ def check(name: str = typer.Argument(DEFAULT_PRESET, help="preset or topology fi
     console.print(f"results: {run_dir / 'check.json'}", highlight=False)
     if pings.failures or not report["ok"]:
         sys.exit(1)
+
+
+def _check_capacity(name: str, seconds: float) -> None:
+    """The --capacity sweep: progress per rate, the figure, the cache entry."""
+    from experiments.capacity.cache import CACHE_FILE, save
+    from experiments.capacity.sweep import sweep
+    from fabric.net.network import require_root
+    spec = resolve(name)
+    require_root()
+    build(spec)  # a bad fabric fails here, before anything starts
+    command = f"railcc check {name} --capacity"
+
+    def progress(step) -> None:
+        verdict = "trusted" if step.trusted else "NOT trusted: " + "; ".join(step.reasons)[:200]
+        console.print(f"  {step.nic_mbps:g} Mb/s per NIC: efficiency "
+                      f"{100 * step.efficiency:.1f} %, {step.frames_per_s:,.0f} frames/s, "
+                      f"{verdict}", highlight=False)
+
+    console.print(f"capacity of {spec.name} ({spec.servers * spec.rails} NICs): All2All with "
+                  f"PXN over every server, ~{seconds:g} s per rate, until a run is untrusted",
+                  highlight=False)
+    with err_console.status("sweeping ..."):
+        found, steps = sweep(spec, command, seconds, progress=progress)
+    if found is None:
+        raise UserError(f"{spec.name}: not trusted even at {steps[0].nic_mbps:g} Mb/s per NIC "
+                        "on this machine; nothing cached")
+    save(spec, found)
+    console.print(f"trusted capacity: {found.nic_mbps:g} Mb/s per NIC "
+                  f"({found.offered_gbps:.2f} Gb/s offered over {found.nics} NICs, "
+                  f"{found.frames_per_s:,.0f} frames/s); cached in {CACHE_FILE}",
+                  highlight=False)

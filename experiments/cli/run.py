@@ -20,8 +20,10 @@ def _default_out(name: str) -> Path:
     return Path("runs") / f"{name}-{stamp}"
 
 
-def run_and_report(spec_path: Path, output: Optional[Path], as_json: bool) -> dict:
-    """Validate, run, analyse, report; returns the summary."""
+def run_and_report(spec_path: Path, output: Optional[Path], as_json: bool,
+                   force: bool = False) -> dict:
+    """Validate, check capacity, run, analyse, report; returns the summary."""
+    from experiments.capacity.gate import OverCapacity, gate
     from experiments.runner import run
     from experiments.workload.spec import load_spec
     from fabric.net.network import require_root
@@ -31,8 +33,13 @@ def run_and_report(spec_path: Path, output: Optional[Path], as_json: bool) -> di
     out_dir = (output or _default_out(experiment.name)).resolve()
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"-o {out_dir}: folder exists and is not empty")
+    try:
+        forced = gate(experiment, force)
+    except OverCapacity as exc:
+        raise UserError(f"{spec_path}: {exc}") from None
     with err_console.status(f"{experiment.name}: starting ...") as status:
-        run(experiment, out_dir, progress=lambda m: status.update(f"{experiment.name}: {m}"))
+        run(experiment, out_dir, progress=lambda m: status.update(f"{experiment.name}: {m}"),
+            forced_over_capacity=forced)
         status.update("analysing ...")
         summary, report = _analyse(out_dir)
     _show(summary, report, as_json)
@@ -66,10 +73,13 @@ def _show(summary: dict, report: Path, as_json: bool) -> None:
 @commands.command("run")
 def run_command(spec: Path = typer.Argument(..., help="experiment spec (TOML)"),
                 output: Optional[Path] = typer.Option(None, "-o", "--output", help="run folder"),
-                as_json: bool = typer.Option(False, "--json", help="summary as JSON on stdout")
+                as_json: bool = typer.Option(False, "--json", help="summary as JSON on stdout"),
+                force: bool = typer.Option(False, "--force",
+                                           help="run even above the measured trusted capacity "
+                                                "(railcc check --capacity); marked untrusted")
                 ) -> None:
     """Run one experiment: prints an nccl-tests style table and writes a run folder."""
-    run_and_report(spec, output, as_json)
+    run_and_report(spec, output, as_json, force)
 
 
 @commands.command("report")
@@ -112,4 +122,4 @@ def demo(output: Optional[Path] = typer.Option(None, "-o", "--output", help="A/B
     fabric, repeated; prints the table and writes a report (about 5 minutes here)."""
     from experiments.cli.ab import ab_command
     ab_command(spec=DEMO_SPEC, algos=DEMO_ALGOS, repeat=repeat, baseline="ecmp",
-               output=output, as_json=False)
+               output=output, as_json=False, force=False)

@@ -21,7 +21,9 @@ re-judged after the rules change. A run is *trusted* only when
   the emulator however idle the fabric (e.g. 100 Gb/s NICs: a 32-frame window
   is 23 us of line rate, a hop through the emulator ~100 us);
 - packets are conserved: NIC-to-NIC packets sent = received + every counted
-  drop (counters.json).
+  drop (counters.json);
+- the run was not forced past the capacity check (fidelity.json
+  ``forced_over_capacity``, experiments.capacity.cache).
 """
 
 from __future__ import annotations
@@ -247,6 +249,8 @@ def judge(measured: Mapping[str, Any] | None, ports: Iterable[Mapping[str, Any]]
     if measured is None:
         return Verdict(False, ["fidelity.json is missing: fidelity was not checked"])
     reasons = cpu_reasons(list(measured.get("cpu_busy", [])), list(measured.get("ovs_busy", [])))
+    if measured.get("forced_over_capacity"):
+        reasons.append(f"run forced past the capacity check: {measured['forced_over_capacity']}")
     shortfalls = rate_shortfalls(port_intervals(ports))
     if shortfalls:
         more = f" (and {len(shortfalls) - 3} more)" if len(shortfalls) > 3 else ""

@@ -79,7 +79,7 @@ class SendQP:
 
     def __init__(self, qp: int, nic_ip: str, rail: int, remote_ip: str, src_port: int,
                  mtu: int, line_mbps: float, window: int, rto_s: float, ack_every: int,
-                 now_ns: int, target_mbps: float | None = None, burst_frames: int = 1) -> None:
+                 now_ns: int, target_mbps: float | None = None, burst_frames: int = 2) -> None:
         self.qp = qp
         self.nic_ip = nic_ip
         self.rail = rail

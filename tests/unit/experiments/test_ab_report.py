@@ -29,7 +29,7 @@ class FakeRunner:
         self.calls: list[tuple[str, int]] = []
         self.interrupt_at = interrupt_at
 
-    def __call__(self, experiment, run_dir: Path, progress) -> Path:
+    def __call__(self, experiment, run_dir: Path, progress, forced_over_capacity=None) -> Path:
         self.calls.append((experiment.algorithm, experiment.seed))
         if len(self.calls) == self.interrupt_at:
             raise KeyboardInterrupt

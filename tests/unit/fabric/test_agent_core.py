@@ -299,10 +299,10 @@ def test_two_senders_share_one_nic_round_robin():
 
 
 @pytest.mark.parametrize("announce", [False, True])
-def test_a_nic_never_sends_more_than_its_rate_plus_one_frame(announce):
-    # Two destinations, four QPs each: over every window between two of its sends, a NIC
-    # sent at most rate x window + one frame (ACKs, which it does not pace, excluded:
-    # h1 only sends data here).
+def test_a_nic_never_sends_more_than_its_rate_plus_its_two_frame_burst(announce):
+    # Two destinations, four QPs each: over every window from one of its sends to a later
+    # one, a NIC sent at most rate x window + two frames (its burst), announcing or not
+    # (ACKs, which it does not pace, excluded: h1 only sends data here).
     clock = FakeClock()
     net = SimNet(clock, seed=3)
     # Announcing with no manager: requests time out (1 ms, 3 tries) and the QPs send at
@@ -325,5 +325,5 @@ def test_a_nic_never_sends_more_than_its_rate_plus_one_frame(announce):
         total = 0
         for j in range(i, len(sends)):
             total += sends[j][1]
-            worst = max(worst, total - rate * (sends[j][0] - sends[i][0]) - sends[j][1])
-    assert len(sends) > 80 and worst <= frame, worst
+            worst = max(worst, total - rate * (sends[j][0] - sends[i][0]))
+    assert len(sends) > 80 and worst <= 2 * frame + 1, worst

@@ -20,7 +20,7 @@ GOOD_QDISCS = [
     {"kind": "htb", "handle": "1:", "root": True, "options": {"default": "0x1"}},
     {"kind": "bfifo", "handle": "10:", "parent": "1:1", "options": {"limit": 90000}},
 ]
-GOOD_CLASS = "class htb 1:1 root leaf 10: prio 0 rate 10Mbit ceil 10Mbit burst 9100b cburst 9100b"
+GOOD_CLASS = "class htb 1:1 root leaf 10: prio 0 rate 10Mbit ceil 10Mbit burst 18200b cburst 18200b"
 
 
 def test_run_prefix_names_fit_linux_limits():

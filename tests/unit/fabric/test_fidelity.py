@@ -129,3 +129,9 @@ def test_a_window_shorter_than_the_emulators_latency_is_untrusted():
     # Without a window (TCP transport) or delay samples there is nothing to judge.
     assert judge({**CALM, "nic_window_packets": None}, [], BALANCED, [0.5], fast).trusted
     assert judge({**CALM, "nic_window_packets": 32}, [], BALANCED, [], fast).trusted
+
+
+def test_a_run_forced_past_the_capacity_check_is_untrusted():
+    assert judged(forced_over_capacity=None).trusted
+    verdict = judged(forced_over_capacity="nic_mbps = 40 is above 2 x ...")
+    assert verdict.reasons == ["run forced past the capacity check: nic_mbps = 40 is above 2 x ..."]
