@@ -22,7 +22,7 @@ def _cpu_times() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
-def _process_cpu_s(pid: int) -> float:
+def process_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) a process has used so far; 0 if it is gone."""
     try:
         parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -79,9 +79,9 @@ class CpuSampler:
     def _split_now(self) -> dict[str, float]:
         """Cumulative CPU seconds of every group, each ovs-vswitchd, the kernel, all CPUs."""
         busy, _ = _cpu_times()
-        now = {name: sum(_process_cpu_s(pid) for pid in pids)
+        now = {name: sum(process_cpu_s(pid) for pid in pids)
                for name, pids in self.groups.items()}
-        now.update({f"ovs-vswitchd {name}": _process_cpu_s(pid)
+        now.update({f"ovs-vswitchd {name}": process_cpu_s(pid)
                     for name, pid in self.ovs_pids.items()})
         now["kernel"] = _kernel_s()
         now["busy"] = busy / os.sysconf("SC_CLK_TCK")
@@ -104,4 +104,4 @@ class CpuSampler:
             busy0, total0, ovs0, wall0 = busy1, total1, ovs1, wall1
 
     def _ovs_cpu(self) -> dict[str, float]:
-        return {name: _process_cpu_s(pid) for name, pid in self.ovs_pids.items()}
+        return {name: process_cpu_s(pid) for name, pid in self.ovs_pids.items()}
