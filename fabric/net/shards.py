@@ -47,6 +47,14 @@ START_TIMEOUT_S = 20.0
 SHARD_SYSCTLS = {"ipv6/conf/all/disable_ipv6": "1", "ipv6/conf/default/disable_ipv6": "1"}
 
 
+def _tool(name: str) -> str:
+    """Absolute path of an Open vSwitch program (/usr/sbin may not be on PATH)."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
+    if found is None:
+        raise FabricError(f"{name}: not installed (run 'make setup')")
+    return found
+
+
 def shard_netns(prefix: str, index: int) -> str:
     """Namespace of one shard."""
     return names.netns_name(prefix, f"ovs{index}")
@@ -122,11 +130,11 @@ class Shard:
         write_sysctls(SHARD_SYSCTLS, self.netns)
         run(["ip", "-n", self.netns, "link", "set", "lo", "up"])
         db_file = self.rundir / "conf.db"
-        run(["ovsdb-tool", "create", str(db_file), OVS_SCHEMA])
+        run([_tool("ovsdb-tool"), "create", str(db_file), OVS_SCHEMA])
         d = str(self.rundir)
         env = {**os.environ, "OVS_RUNDIR": d, "OVS_DBDIR": d, "OVS_LOGDIR": d}
         exec_ns = ["ip", "netns", "exec", self.netns]
-        run(exec_ns + ["ovsdb-server", str(db_file), f"--remote=punix:{d}/db.sock",
+        run(exec_ns + [_tool("ovsdb-server"), str(db_file), f"--remote=punix:{d}/db.sock",
                             f"--pidfile={d}/ovsdb-server.pid", f"--unixctl={d}/ovsdb-server.ctl",
                             f"--log-file={d}/ovsdb-server.log", "--detach"], env=env)
         run(["ovs-vsctl", f"--db={self.db}", "--no-wait", "init"])
@@ -135,7 +143,7 @@ class Shard:
                 raise FabricError(f"{TCMALLOC} missing: install libtcmalloc-minimal4 "
                                   "(make setup), or set [emulator] ovs_allocator = \"glibc\"")
             env["LD_PRELOAD"] = TCMALLOC
-        run(exec_ns + ["ovs-vswitchd", self.db, f"--pidfile={self.vswitchd_pidfile}",
+        run(exec_ns + [_tool("ovs-vswitchd"), self.db, f"--pidfile={self.vswitchd_pidfile}",
                             f"--unixctl={d}/ovs-vswitchd.ctl",
                             f"--log-file={d}/ovs-vswitchd.log", "--detach"], env=env)
         deadline = time.monotonic() + START_TIMEOUT_S
