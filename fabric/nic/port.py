@@ -60,6 +60,9 @@ class NicPort:
         self.clock = clock
         self.count = count
         self.waiting_on_line = False
+        #: The QP whose own bucket we last slept for (its credit lost to a late wake-up is
+        #: lateness too: with one QP at line rate, its bucket, not the NIC's, paces).
+        self.waiting_qp: SendQP | None = None
         self.qps: list[SendQP] = []
         self.rr = 0
         self.acks: deque[tuple[int, str, bytes, str]] = deque()
@@ -90,12 +93,15 @@ class NicPort:
         overflow = self.bucket.refill(now)
         if self.waiting_on_line:  # we slept until line-rate credit was due: any excess is lateness
             self.count["late_bytes"] += int(overflow)
-        self.waiting_on_line = False
+        elif self.waiting_qp is not None:  # ... or until that QP's own credit was due
+            self.count["late_bytes"] += int(self.waiting_qp.bucket.refill(now))
+        self.waiting_on_line, self.waiting_qp = False, None
         if self.blocked_until > now:
             return self.blocked_until
         qps, now_s = self.qps, now / 1e9
         while True:
             chosen, size, wait, count, slot = None, 0, None, len(qps), 0
+            waiting_qp = None
             for step in range(count):
                 slot = (self.rr + step) % count
                 qp = qps[slot]
@@ -106,8 +112,10 @@ class NicPort:
                 if ready <= now:
                     chosen = qp
                     break
-                wait = earliest(wait, ready)
+                if wait is None or ready < wait:
+                    wait, waiting_qp = ready, qp
             if chosen is None:
+                self.waiting_qp = waiting_qp if wait is not None else None
                 return wait
             ready = self.bucket.ready_at(size, now)
             if ready > now:

@@ -327,3 +327,26 @@ def test_a_nic_never_sends_more_than_its_rate_plus_its_two_frame_burst(announce)
             total += sends[j][1]
             worst = max(worst, total - rate * (sends[j][0] - sends[i][0]))
     assert len(sends) > 80 and worst <= 2 * frame + 1, worst
+
+
+@pytest.mark.parametrize("qp_mbps", [None, 5.0])
+def test_credit_lost_to_a_late_wake_up_is_counted(qp_mbps):
+    # One QP: at line rate (its bucket and the NIC's pace alike) or at a granted 5 Mb/s
+    # (its own bucket paces). Woken 10 frame-times after its deadline, the NIC can only
+    # catch up its burst: the rest of that credit is lateness.
+    clock, net, h1, h5 = _pair()
+    if qp_mbps:
+        h1.set_rate(B, qp_mbps)
+    _transfer(h1, h5, 1, 2_000_000)
+    h1.start(None)
+    deadline = None
+    for _ in range(5):  # a few frames on time
+        deadline = h1.pump()
+        clock.now = deadline
+    assert h1.count["late_bytes"] == 0
+    frame_ns = wire_bytes(9000) * 8 * 1000 / (qp_mbps or 10.0)  # ns per frame
+    clock.now = deadline + int(10 * frame_ns)
+    h1.pump()
+    lost = h1.count["late_bytes"]
+    # 10 frame-times late with a 2-frame burst: about 8-9 frames of credit gone.
+    assert 7.5 * wire_bytes(9000) < lost < 10.5 * wire_bytes(9000), lost / wire_bytes(9000)
