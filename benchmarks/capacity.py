@@ -36,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.analysis.analysis import analyze  # noqa: E402
+from experiments.capacity.sweep import all2all_bytes  # noqa: E402
 from experiments.runner import run  # noqa: E402
 from experiments.workload.spec import from_dict  # noqa: E402
 from topologies import preset  # noqa: E402
@@ -52,13 +53,12 @@ def workload_spec(fabric: str, workload: str, mbps: float, seconds: float,
     """A spec running ``workload`` over every server of ``fabric`` for about ``seconds``."""
     spec = preset(fabric)
     ranks, rails = spec.servers, spec.rails
-    line_bytes = seconds * rails * mbps * 1e6 / 8   # what one rank's NICs send in `seconds`
+    # A ring AllReduce sends 2(n-1)/n of the buffer per rank, an All2All (n-1)/n.
+    a2a = all2all_bytes(ranks, rails, mbps, seconds)
     if workload == "all2all":
-        job = {"collective": "all2all", "pxn": True,
-               "sizes": [int(line_bytes * ranks / (ranks - 1))]}
+        job = {"collective": "all2all", "pxn": True, "sizes": [a2a]}
     elif workload == "ring":
-        job = {"collective": "allreduce", "placement": "scattered",
-               "sizes": [int(line_bytes * ranks / (2 * (ranks - 1)))]}
+        job = {"collective": "allreduce", "placement": "scattered", "sizes": [a2a // 2]}
     else:
         raise ValueError(f"workload: all2all or ring, got {workload!r}")
     return {

@@ -31,20 +31,12 @@ def process_cpu_s(pid: int) -> float:
     return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def ovs_vswitchd_pid() -> int | None:
-    """PID of the running ovs-vswitchd (from its pid file)."""
-    try:
-        return int(Path("/var/run/openvswitch/ovs-vswitchd.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 @dataclass
 class CpuSampler:
     """Samples, once per `period_s`, the machine's CPU busy fraction and each ovs-vswitchd's
-    share of a core (``ovs_pids``: name -> PID; default: the system daemon)."""
+    share of a core (``ovs_pids``: name -> PID, the run's shards)."""
 
-    ovs_pids: dict[str, int] | None = None
+    ovs_pids: dict[str, int] = field(default_factory=dict)
     period_s: float = 1.0
     machine_busy: list[float] = field(default_factory=list)
     #: Per sample, the busiest instance's share of a core (each is single-threaded).
@@ -58,9 +50,6 @@ class CpuSampler:
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cpu-sampler", daemon=True)
-        if self.ovs_pids is None:
-            pid = ovs_vswitchd_pid()
-            self.ovs_pids = {"ovs-vswitchd": pid} if pid else {}
         self.ovs_busy_by = {name: [] for name in self.ovs_pids}
 
     def __enter__(self) -> "CpuSampler":

@@ -41,12 +41,13 @@ def bridge_name(prefix: str, switch: str) -> str:
 
 
 def switch_intf(prefix: str, intf: str) -> str:
-    """Root-namespace name of a switch-side interface (topology name + run prefix)."""
+    """Name of a switch-side interface in its shard's namespace (topology name + run prefix)."""
     return f"{prefix}-{intf}"
 
 
 def link_group(prefix: str) -> int:
-    """Interface group of a run's root-namespace veths (one `ip link del group` removes all)."""
+    """Interface group of a run's veths (one `ip link del group` removes any left in the root
+    namespace by a run from before the shards)."""
     return 0x7A110000 + int(prefix[2:], 36)
 
 

@@ -301,8 +301,8 @@ def test_two_senders_share_one_nic_round_robin():
 @pytest.mark.parametrize("announce", [False, True])
 def test_a_nic_never_sends_more_than_its_rate_plus_its_two_frame_burst(announce):
     # Two destinations, four QPs each: over every window from one of its sends to a later
-    # one, a NIC sent at most rate x window + two frames (its burst), announcing or not
-    # (ACKs, which it does not pace, excluded: h1 only sends data here).
+    # one, a NIC sent at most rate x window + two frames (its bucket's burst), announcing
+    # (QPs of one frame) or not (ACKs, which it does not pace, excluded: h1 only sends data).
     clock = FakeClock()
     net = SimNet(clock, seed=3)
     # Announcing with no manager: requests time out (1 ms, 3 tries) and the QPs send at
