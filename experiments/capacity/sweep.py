@@ -2,7 +2,8 @@
 
 A short sweep on the real fabric: All2All with PXN over every server, about
 ``seconds`` of traffic at line rate, at doubling NIC rates from the lowest;
-it stops at the first untrusted run. The largest trusted rate is the figure
+it stops at the first untrusted run (a run that does not finish in
+10 x ``seconds`` + 20 s counts as untrusted). The largest trusted rate is the figure
 (experiments.capacity.cache keeps it per fabric shape and machine).
 """
 
@@ -22,6 +23,7 @@ from experiments.capacity.cache import Capacity
 from experiments.runner import run
 from experiments.workload.spec import from_dict
 from fabric.measure.machine import machine_info
+from fabric.nic.fleet import RunTimedOut
 from topologies.spec import FabricSpec
 
 RATES_MBPS = (1.25, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
@@ -54,14 +56,17 @@ def all2all_spec(fabric: FabricSpec, nic_mbps: float, seconds: float) -> dict[st
     return {"experiment": {"name": "capacity", "seed": 1}, "topology": topology,
             "jobs": [{"name": "a2a", "collective": "all2all", "servers": ranks,
                       "sizes": [size], "pxn": True}],
-            "limits": {"run_timeout_s": 30 * seconds + 60}}
+            "limits": {"run_timeout_s": 10 * seconds + 20}}
 
 
 def step(fabric: FabricSpec, nic_mbps: float, seconds: float) -> Step:
     """Run the sweep's workload once at ``nic_mbps`` and judge it."""
     out = Path(tempfile.mkdtemp(prefix="railcc-capacity-"))
     try:
-        run(from_dict(all2all_spec(fabric, nic_mbps, seconds), "capacity sweep"), out)
+        try:
+            run(from_dict(all2all_spec(fabric, nic_mbps, seconds), "capacity sweep"), out)
+        except RunTimedOut as error:  # go-back-N collapse far over capacity: as untrusted as it gets
+            return Step(nic_mbps, False, 0.0, 0.0, (f"did not finish: {error}",))
         summary = analyze(out)
         counters = json.loads((out / "counters.json").read_text())
         start, end = summary["rows"][0].get("window_s") or (0.0, 0.0)  # first send, last delivery

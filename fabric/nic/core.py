@@ -48,9 +48,7 @@ class AgentCore:
         # with one frame: with two, proactive's trusted headline dropped 24 frames.
         burst = NIC_BURST_FRAMES * wire_bytes(config.mtu)
         self.count = dict.fromkeys(COUNTER_NAMES, 0)
-        self.nics = {nic.ip: NicPort(nic.ip, nic.rail, TokenBucket(config.line_mbps, burst, now),
-                                     transport, clock, self.count)
-                     for nic in config.nics}
+        self.nics = {nic.ip: self._port(nic.ip, nic.rail, burst, now) for nic in config.nics}
         self.nic_by_rail = {nic.rail: self.nics[nic.ip] for nic in config.nics}
         self.send_qps: dict[int, SendQP] = {}
         self.conns: dict[tuple[str, str, int], SendQP] = {}
@@ -69,6 +67,11 @@ class AgentCore:
         self._ports: dict[int, int] = {}
         self.flows = FlowAnnouncer(config, self.count) if config.announce else None
 
+    def _port(self, ip: str, rail: int, burst: int, now: int) -> NicPort:
+        """One NIC of the datapath (the compiled core makes its own)."""
+        return NicPort(ip, rail, TokenBucket(self.config.line_mbps, burst, now), self.transport,
+                       self.clock, self.count)
+
     # -- control ------------------------------------------------------------------
     def load(self, sends: list[SendSpec], expects: list[ExpectSpec]) -> None:
         """Add messages to send (they wait for the next ``start``) and to receive."""
@@ -81,15 +84,21 @@ class AgentCore:
             self.records.sent[spec.id] = message
             self.unstarted.append(message)
         for spec in expects:
-            delivery = self.records.delivered.get(spec.id)
-            if delivery is None:
-                delivery = self.records.delivered[spec.id] = Delivery(spec.id, spec.dst_rail,
-                                                                      spec.size)
-            if not delivery.expected:
-                delivery.expected = True
-                delivery.dst_rail = spec.dst_rail
-                if spec.id in self.received_ids:
-                    self.received_expected += 1
+            self._expect(spec)
+
+    def _expect(self, spec: ExpectSpec) -> bool:
+        """Record that message ``spec.id`` is to be received; False if it already was."""
+        delivery = self.records.delivered.get(spec.id)
+        if delivery is None:
+            delivery = self.records.delivered[spec.id] = Delivery(spec.id, spec.dst_rail,
+                                                                  spec.size)
+        if delivery.expected:
+            return False
+        delivery.expected = True
+        delivery.dst_rail = spec.dst_rail
+        if spec.id in self.received_ids:
+            self.received_expected += 1
+        return True
 
     def start(self, at_wall_ns: int | None) -> None:
         """Let every loaded, not yet started message go from wall-clock time ``at_wall_ns``."""
@@ -111,8 +120,13 @@ class AgentCore:
         for qp in self.send_qps.values():
             if qp.remote_ip == dst_ip:
                 qp.set_rate(mbps, now)
+                self._rate_hint(qp)
                 changed += 1
         return changed
+
+    def _rate_hint(self, qp: SendQP) -> None:
+        """A rate change moved ``qp``'s retransmission deadline (maybe earlier): wake for it."""
+        self._next_timer = earliest(self._next_timer, qp.deadline_ns())
 
     def counters(self) -> dict[str, int]:
         """The counters of docs/run-folder.md."""
@@ -151,6 +165,7 @@ class AgentCore:
             qp = self.send_qps.get(message.dest_qp)
             if qp is not None:
                 qp.on_cnp(now)
+                self._rate_hint(qp)
                 self._next_timer = earliest(self._next_timer, qp.rate.next_recovery)
         else:
             self.count["control_received"] += 1
@@ -160,6 +175,7 @@ class AgentCore:
                     self.flows.on_grant(qp, message, now)
                 elif message.rate_kbps > 0:
                     qp.set_rate(message.rate_kbps / 1000.0, now)
+                self._rate_hint(qp)
 
     def _on_data(self, nic: NicPort, src_ip: str, qp: int, psn: int, ack_req: bool, ts: int,
                  message_id: int, length: int, padding: int) -> None:
@@ -220,13 +236,20 @@ class AgentCore:
         if qp is None:
             number = qp_number(nic.ip, remote_ip, index, self.send_qps)
             cfg = self.config
-            qp = SendQP(number, nic.ip, nic.rail, remote_ip, wire.udp_source_port(number, cfg.salt),
-                        cfg.mtu, cfg.line_mbps, cfg.window_packets, cfg.rto_ms / 1000.0,
-                        cfg.ack_every, self.clock.mono_ns(), self.rates_by_dst.get(remote_ip),
-                        burst_frames=1 if cfg.announce else NIC_BURST_FRAMES)
+            qp = self._new_qp(nic, number, remote_ip, wire.udp_source_port(number, cfg.salt),
+                              self.clock.mono_ns(),
+                              burst_frames=1 if cfg.announce else NIC_BURST_FRAMES)
             self.conns[key] = self.send_qps[number] = qp
             nic.qps.append(qp)
         return qp
+
+    def _new_qp(self, nic: NicPort, number: int, remote_ip: str, src_port: int, now: int,
+                burst_frames: int) -> SendQP:
+        """A send QP of the datapath (the compiled core makes its own)."""
+        cfg = self.config
+        return SendQP(number, nic.ip, nic.rail, remote_ip, src_port, cfg.mtu, cfg.line_mbps,
+                      cfg.window_packets, cfg.rto_ms / 1000.0, cfg.ack_every, now,
+                      self.rates_by_dst.get(remote_ip), burst_frames=burst_frames)
 
     def _release(self, now: int) -> None:
         """Queue the messages whose start time came and whose dependencies were received."""
@@ -254,15 +277,19 @@ class AgentCore:
             if self.flows is not None:
                 self._next_timer = earliest(self._next_timer, self.flows.on_queued(qp, nic, now))
 
-    def pump(self) -> int | None:
-        """Transmit what pacing and windows allow now; monotonic ns of the next deadline."""
-        now = self.clock.mono_ns()
+    def _pump_control(self, now: int) -> int | None:
+        """Release due messages and run due timers; the control plane's next deadline."""
         if self.pending and (self._release_due or (self._next_start is not None
                                                    and now >= self._next_start)):
             self._release(now)
         if self._next_timer is not None and now >= self._next_timer:
             self._timers(now)
-        deadline = earliest(self._next_start if self.pending else None, self._next_timer)
+        return earliest(self._next_start if self.pending else None, self._next_timer)
+
+    def pump(self) -> int | None:
+        """Transmit what pacing and windows allow now; monotonic ns of the next deadline."""
+        now = self.clock.mono_ns()
+        deadline = self._pump_control(now)
         for nic in self.nics.values():
             deadline = earliest(deadline, nic.pump(now))
             if nic.timer_hint is not None:
@@ -270,19 +297,27 @@ class AgentCore:
                 nic.timer_hint = None
         return earliest(deadline, self._next_timer)
 
+    def _control_timers(self, now: int) -> int | None:
+        """Rate recovery and announce-mode timers of every QP; the next of them."""
+        next_timer = None
+        for qp in self.send_qps.values():
+            recovery = qp.rate.next_recovery
+            if recovery is not None and recovery <= now:
+                recovery = qp.recover(now)
+            next_timer = earliest(next_timer, recovery)
+            if self.flows is not None:
+                flow_timer = self.flows.on_timer(qp, self.nic_by_rail[qp.rail], now)
+                next_timer = earliest(next_timer, flow_timer)
+        return next_timer
+
     def _timers(self, now: int) -> None:
-        """Retransmission timeouts and rate recovery of every QP; the next timer."""
-        next_timer, now_s = None, now / 1e9
+        """The control timers, then the retransmission timeouts (after: a recovered rate
+        shortens the timeout); the next timer."""
+        next_timer, now_s = self._control_timers(now), now / 1e9
         for qp in self.send_qps.values():
             rto = qp.deadline_ns()
             if rto is not None and rto <= now:
                 qp.poll(now_s)
                 rto = qp.deadline_ns()
-            recovery = qp.rate.next_recovery
-            if recovery is not None and recovery <= now:
-                recovery = qp.recover(now)
-            next_timer = earliest(next_timer, earliest(rto, recovery))
-            if self.flows is not None:
-                flow_timer = self.flows.on_timer(qp, self.nic_by_rail[qp.rail], now)
-                next_timer = earliest(next_timer, flow_timer)
+            next_timer = earliest(next_timer, rto)
         self._next_timer = next_timer

@@ -24,6 +24,10 @@ POLL_S = 0.1
 _CSV_KINDS = ("messages", "deliveries", "delays")
 
 
+class RunTimedOut(FabricError):
+    """A round did not deliver all its messages within the run's time limit."""
+
+
 @dataclass(frozen=True)
 class NicSettings:
     """How every NIC agent of a run behaves (plain data: the fleet knows no spec objects)."""
@@ -121,7 +125,7 @@ class AgentFleet:
                 return
             if time.monotonic() > deadline:
                 received = sum(status["received"] for status in statuses.values())
-                raise FabricError(f"run timed out after {timeout_s:.0f} s: {received} of "
+                raise RunTimedOut(f"run timed out after {timeout_s:.0f} s: {received} of "
                                   f"{total} messages delivered (see {self.agent_dir})")
             time.sleep(POLL_S)
 

@@ -74,12 +74,16 @@ class Share:
         self.end_index = start_index + packets
 
 
-class SendQP:
-    """Send side of one QP: queued shares, go-back-N state, rate and token bucket."""
+class QpControl:
+    """What the control plane knows of a send QP: identity, rate, announce state.
+
+    The datapath (``SendQP`` here, or the compiled one in fabric/nic/compiled.py)
+    adds the packets; ``_rate_changed`` tells it the rate or the timeout moved.
+    """
 
     def __init__(self, qp: int, nic_ip: str, rail: int, remote_ip: str, src_port: int,
                  mtu: int, line_mbps: float, window: int, rto_s: float, ack_every: int,
-                 now_ns: int, target_mbps: float | None = None, burst_frames: int = 2) -> None:
+                 target_mbps: float | None = None) -> None:
         self.qp = qp
         self.nic_ip = nic_ip
         self.rail = rail
@@ -91,14 +95,6 @@ class SendQP:
         self.ack_every = ack_every
         self.rate = QpRate(line_mbps, target_mbps)
         self.frame_bytes = wire_bytes(mtu)
-        self.bucket = TokenBucket(self.rate.current_mbps, burst_frames * self.frame_bytes, now_ns)
-        self.gbn: GbnSender | None = None
-        self.shares: list[Share] = []
-        self.starts: list[int] = []
-        self.done_shares = 0
-        self.high = 0  # one past the highest packet index ever transmitted
-        self.buf = bytearray(mtu - wire.IPV4_HEADER_LEN - wire.UDP_HEADER_LEN)
-        self.view = memoryview(self.buf)
         # Announce mode (fabric/nic/flows.py): the fabric manager knows this QP's flow,
         # the QP waits for a grant, and when it asked / will report the flow done.
         self.announced = False
@@ -107,6 +103,54 @@ class SendQP:
         self.request_tries = 0
         self.request_deadline: int | None = None
         self.done_deadline: int | None = None
+
+    def timeout_s(self) -> float:
+        """Effective RTO: ``rto_ms`` plus sending ``ack_every`` full packets at the QP's rate.
+
+        ACKs are coalesced, so none can come sooner than that; at emulated rates
+        (a 9000-byte frame takes 7.2 ms at 10 Mb/s) a bare ``rto_ms`` would fire
+        on a loss-free path.
+        """
+        frame_s = self.frame_bytes * 8 / (self.rate.current_mbps * 1e6)
+        return self.rto_s + self.ack_every * frame_s
+
+    def _rate_changed(self, now_ns: int) -> None:
+        raise NotImplementedError
+
+    def set_rate(self, mbps: float, now_ns: int) -> None:
+        """New target rate (set_rate request or RATE_GRANT), applied at once."""
+        self.rate.set_target(mbps)
+        self._rate_changed(now_ns)
+
+    def on_cnp(self, now_ns: int) -> None:
+        """Congestion notification hook: cut the rate (see pacing.QpRate)."""
+        self.rate.on_cnp(now_ns)
+        self._rate_changed(now_ns)
+
+    def recover(self, now_ns: int) -> int | None:
+        """Apply due rate recovery; the next recovery time, if any."""
+        if self.rate.recover(now_ns):
+            self._rate_changed(now_ns)
+        return self.rate.next_recovery
+
+
+class SendQP(QpControl):
+    """Send side of one QP in Python (the reference datapath): queued shares, go-back-N
+    state, token bucket."""
+
+    def __init__(self, qp: int, nic_ip: str, rail: int, remote_ip: str, src_port: int,
+                 mtu: int, line_mbps: float, window: int, rto_s: float, ack_every: int,
+                 now_ns: int, target_mbps: float | None = None, burst_frames: int = 2) -> None:
+        super().__init__(qp, nic_ip, rail, remote_ip, src_port, mtu, line_mbps, window, rto_s,
+                         ack_every, target_mbps)
+        self.bucket = TokenBucket(self.rate.current_mbps, burst_frames * self.frame_bytes, now_ns)
+        self.gbn: GbnSender | None = None
+        self.shares: list[Share] = []
+        self.starts: list[int] = []
+        self.done_shares = 0
+        self.high = 0  # one past the highest packet index ever transmitted
+        self.buf = bytearray(mtu - wire.IPV4_HEADER_LEN - wire.UDP_HEADER_LEN)
+        self.view = memoryview(self.buf)
 
     # -- queueing -------------------------------------------------------------
     def add_share(self, message: SentMessage, base_offset: int, length: int) -> None:
@@ -120,20 +164,15 @@ class SendQP:
         else:
             self.gbn.total += packets  # the transfer grows; see the module docstring
 
-    def timeout_s(self) -> float:
-        """Effective RTO: ``rto_ms`` plus sending ``ack_every`` full packets at the QP's rate.
-
-        ACKs are coalesced, so none can come sooner than that; at emulated rates
-        (a 9000-byte frame takes 7.2 ms at 10 Mb/s) a bare ``rto_ms`` would fire
-        on a loss-free path.
-        """
-        frame_s = self.frame_bytes * 8 / (self.rate.current_mbps * 1e6)
-        return self.rto_s + self.ack_every * frame_s
-
     def _rate_changed(self, now_ns: int) -> None:
         self.bucket.set_rate(self.rate.current_mbps, now_ns)
         if self.gbn is not None:
             self.gbn.timeout_s = self.timeout_s()
+
+    @property
+    def pacing_mbps(self) -> float:
+        """The rate its token bucket fills at."""
+        return self.bucket.mbps
 
     def share_of(self, index: int) -> Share:
         """The share packet ``index`` belongs to."""
@@ -229,19 +268,3 @@ class SendQP:
                 victim.timeouts += 1
             return True
         return False
-
-    def set_rate(self, mbps: float, now_ns: int) -> None:
-        """New target rate (set_rate request or RATE_GRANT), applied at once."""
-        self.rate.set_target(mbps)
-        self._rate_changed(now_ns)
-
-    def on_cnp(self, now_ns: int) -> None:
-        """Congestion notification hook: cut the rate (see agent_pacing.QpRate)."""
-        self.rate.on_cnp(now_ns)
-        self._rate_changed(now_ns)
-
-    def recover(self, now_ns: int) -> int | None:
-        """Apply due rate recovery; the next recovery time, if any."""
-        if self.rate.recover(now_ns):
-            self._rate_changed(now_ns)
-        return self.rate.next_recovery

@@ -1,99 +1,15 @@
-"""AgentCore over an in-memory lossy link with a fake clock: transfers, loss, QPs, records."""
+"""AgentCore over an in-memory lossy link with a fake clock: transfers, loss, QPs, records.
+
+Every test runs with both NIC datapaths (tests/unit/fabric/simnet.py).
+"""
 
 from __future__ import annotations
 
-import heapq
-import random
+import pytest
 
-from fabric.nic.control import AgentConfig, Nic
-from fabric.nic.core import AgentCore
+from tests.unit.fabric.simnet import WALL_OFFSET, FakeClock, SimNet, datapath  # noqa: F401
 
-WALL_OFFSET = 1_700_000_000_000_000_000
-
-
-class FakeClock:
-    """Injected time: monotonic ns advanced by the simulation; wall = mono + offset."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000_000_000
-
-    def mono_ns(self) -> int:
-        """Monotonic ns."""
-        return self.now
-
-    def wall_ns(self) -> int:
-        """Wall-clock ns."""
-        return self.now + WALL_OFFSET
-
-
-class SimNet:
-    """Joins agent cores by NIC IP; every datagram arrives after ``delay_ns`` unless lost."""
-
-    def __init__(self, clock: FakeClock, delay_ns: int = 100_000, loss: float = 0.0,
-                 seed: int = 1, refuse_every: int = 0) -> None:
-        self.clock = clock
-        self.delay_ns = delay_ns
-        self.loss = loss
-        self.rng = random.Random(seed)
-        self.refuse_every = refuse_every
-        self.queue: list = []
-        self.seq = 0
-        self.cores: dict[str, AgentCore] = {}
-        self.sent: list[tuple[str, int, str, bytes]] = []
-        self.sent_at: list[tuple[int, str, int]] = []
-        self.lost = 0
-        self.refused = 0
-
-    def send(self, nic_ip: str, src_port: int, dst_ip: str, payload) -> bool:
-        """Transport.send: maybe refuse (ENOBUFS-like), maybe lose, else queue."""
-        self.seq += 1
-        if self.refuse_every and self.seq % self.refuse_every == 0:
-            self.refused += 1
-            return False
-        data = bytes(payload)
-        self.sent.append((nic_ip, src_port, dst_ip, data))
-        self.sent_at.append((self.clock.now, nic_ip, len(data)))
-        if self.rng.random() < self.loss:
-            self.lost += 1
-            return True
-        heapq.heappush(self.queue, (self.clock.now + self.delay_ns, self.seq, nic_ip, dst_ip, data))
-        return True
-
-    def socket_drops(self) -> int:
-        """No kernel here."""
-        return 0
-
-    def add(self, server: str, ips: list[str], **config) -> AgentCore:
-        """A core for ``server`` with one NIC per ip (rail = index)."""
-        options = dict(line_mbps=10.0, out_dir="unused", mtu=9000, window_packets=16,
-                       rto_ms=20.0, ack_every=4)
-        options.update(config)
-        cfg = AgentConfig(nics=tuple(Nic(rail, ip) for rail, ip in enumerate(ips)), **options)
-        core = AgentCore(server, cfg, self, self.clock)
-        for ip in ips:
-            self.cores[ip] = core
-        return core
-
-    def run(self, limit_s: float = 60.0) -> float:
-        """Advance time until every core is done (or the limit); seconds simulated."""
-        cores = list(dict.fromkeys(self.cores.values()))
-        begin = self.clock.now
-        limit = begin + int(limit_s * 1e9)
-        while self.clock.now < limit:
-            deadlines = [d for d in (core.pump() for core in cores) if d is not None]
-            if all(core.status()["done"] for core in cores) and not self.queue:
-                break
-            if self.queue:
-                deadlines.append(self.queue[0][0])
-            if not deadlines:
-                break
-            self.clock.now = max(self.clock.now + 1, min(deadlines))
-            while self.queue and self.queue[0][0] <= self.clock.now:
-                _, _, src_ip, dst_ip, data = heapq.heappop(self.queue)
-                if dst_ip in self.cores:
-                    self.cores[dst_ip].on_datagram(dst_ip, src_ip, data)
-        return (self.clock.now - begin) / 1e9
-
+pytestmark = pytest.mark.usefixtures("datapath")
 
 # -- tests -------------------------------------------------------------------------------
 import csv  # noqa: E402
@@ -233,7 +149,7 @@ def test_cnp_halves_the_qp_rate_and_recovers():
     h1.pump()
     qp = next(iter(h1.send_qps.values()))
     h1.on_datagram(A, "10.255.255.254", wire.encode(wire.Cnp(qp.qp)))
-    assert qp.rate.current_mbps == 5.0 and qp.bucket.mbps == pytest.approx(5.0)
+    assert qp.rate.current_mbps == 5.0 and qp.pacing_mbps == pytest.approx(5.0)
     assert h1.counters()["cnps_received"] == 1
     net.run()
     clock.now += 1_000_000_000
@@ -343,10 +259,10 @@ def test_credit_lost_to_a_late_wake_up_is_counted(qp_mbps):
     for _ in range(5):  # a few frames on time
         deadline = h1.pump()
         clock.now = deadline
-    assert h1.count["late_bytes"] == 0
+    assert h1.counters()["late_bytes"] == 0
     frame_ns = wire_bytes(9000) * 8 * 1000 / (qp_mbps or 10.0)  # ns per frame
     clock.now = deadline + int(10 * frame_ns)
     h1.pump()
-    lost = h1.count["late_bytes"]
+    lost = h1.counters()["late_bytes"]
     # 10 frame-times late with a 2-frame burst: about 8-9 frames of credit gone.
     assert 7.5 * wire_bytes(9000) < lost < 10.5 * wire_bytes(9000), lost / wire_bytes(9000)

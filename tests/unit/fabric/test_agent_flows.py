@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import heapq
 
-from tests.unit.fabric.test_agent_core import A, B, FakeClock, SimNet, _transfer
+import pytest
+
+from tests.unit.fabric.simnet import FakeClock, SimNet, datapath  # noqa: F401
+from tests.unit.fabric.test_agent_core import A, B, _transfer
 
 from fabric.nic import wire  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("datapath")
 
 
 class FakeManager:
