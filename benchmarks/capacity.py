@@ -10,7 +10,8 @@ ring AllReduce. Variants are measured interleaved in the same run:
 ``defaults`` (the spec without an [emulator] table; run from a checkout of an
 older commit, this is that commit's datapath), ``glibc`` (one ovs-vswitchd
 with glibc's allocator), ``tcmalloc`` (one ovs-vswitchd, tcmalloc: today's
-default) and ``4-shards`` (four ovs-vswitchd, tcmalloc).
+default), ``4-shards`` (four ovs-vswitchd, tcmalloc), ``python-nic`` (the NIC's
+Python reference datapath) and ``compiled-nic`` (its compiled datapath, the default).
 
 For every (fabric, workload, variant) the rates are tried lowest first, each
 ``--repeat`` times; a rate counts as trusted when every repetition was, and
@@ -42,14 +43,17 @@ from experiments.workload.spec import from_dict  # noqa: E402
 from topologies import preset  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+#: Spec tables each variant adds (a variant is compared with the others in the same run).
 VARIANTS = {"defaults": {},
-            "glibc": {"ovs_shards": 1, "ovs_allocator": "glibc"},
-            "tcmalloc": {"ovs_shards": 1, "ovs_allocator": "tcmalloc"},
-            "4-shards": {"ovs_shards": 4, "ovs_allocator": "tcmalloc"}}
+            "glibc": {"emulator": {"ovs_shards": 1, "ovs_allocator": "glibc"}},
+            "tcmalloc": {"emulator": {"ovs_shards": 1, "ovs_allocator": "tcmalloc"}},
+            "4-shards": {"emulator": {"ovs_shards": 4, "ovs_allocator": "tcmalloc"}},
+            "python-nic": {"transport": {"nic": "python"}},
+            "compiled-nic": {"transport": {"nic": "compiled"}}}
 
 
 def workload_spec(fabric: str, workload: str, mbps: float, seconds: float,
-                  emulator: dict) -> dict:
+                  tables: dict) -> dict:
     """A spec running ``workload`` over every server of ``fabric`` for about ``seconds``."""
     spec = preset(fabric)
     ranks, rails = spec.servers, spec.rails
@@ -66,7 +70,7 @@ def workload_spec(fabric: str, workload: str, mbps: float, seconds: float,
         "topology": {"preset": fabric, "nic_mbps": mbps},
         "jobs": [{"name": workload, "servers": ranks, **job}],
         "limits": {"run_timeout_s": 30 * seconds + 60},
-        **({"emulator": emulator} if emulator else {}),
+        **tables,
     }
 
 

@@ -114,7 +114,8 @@ def nic_settings(experiment: Experiment) -> NicSettings:
         transport=transport.kind, window_packets=transport.window_packets,
         rto_ms=transport.rto_ms, ack_every=transport.ack_every,
         delay_sample_every=experiment.delay_sample_every, salt=experiment.seed,
-        announce=transport.kind == "roce" and experiment.algorithm in ANNOUNCING)
+        announce=transport.kind == "roce" and experiment.algorithm in ANNOUNCING,
+        datapath=transport.nic)
 
 
 def _human(size: int) -> str:

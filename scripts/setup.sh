@@ -9,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-APT_PACKAGES="openvswitch-switch mininet iperf3 tcpdump tshark ethtool iputils-ping iproute2 python3-venv python3-dev libtcmalloc-minimal4"
+APT_PACKAGES="openvswitch-switch mininet iperf3 tcpdump tshark ethtool iputils-ping iproute2 python3-venv python3-dev gcc libtcmalloc-minimal4"
 missing=""
 for pkg in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
@@ -39,5 +39,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e "$target" >/dev/null
   touch "$stamp"
 fi
-.venv/bin/python -c "import mininet.net, os_ken, scapy.contrib.roce" \
+# The compiled NIC datapath (fabric/nic/_engine.c), rebuilt when its source changed.
+engine=$(ls fabric/nic/_engine.*.so 2>/dev/null | head -n 1 || true)
+if [ -z "$engine" ] || [ fabric/nic/_engine.c -nt "$engine" ] || [ setup.py -nt "$engine" ]; then
+  echo "railcc: building the compiled NIC datapath"
+  mkdir -p build
+  .venv/bin/python setup.py -q build_ext --inplace >/dev/null 2>build/engine-build.log \
+    || { cat build/engine-build.log >&2; echo "railcc: building fabric/nic/_engine.c failed" >&2; exit 1; }
+fi
+.venv/bin/python -c "import mininet.net, os_ken, scapy.contrib.roce, fabric.nic._engine" \
   || { echo "railcc: .venv cannot import mininet/os_ken/scapy; remove .venv and retry" >&2; exit 1; }

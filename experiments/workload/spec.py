@@ -52,6 +52,7 @@ from pydantic_core import PydanticCustomError
 from controllers.algorithms.registry import ALGORITHMS as REGISTRY
 from experiments.workload import collectives as coll
 from experiments.workload.placement import POLICIES, place
+from fabric.nic.control import DATAPATHS
 from topologies import FabricSpec, build
 from topologies.model import Topology
 from topologies.presets import TopologyTable
@@ -113,6 +114,7 @@ class Transport:
     window_packets: int = 32
     rto_ms: float = 200.0
     ack_every: int = 8
+    nic: str = "compiled"
 
 
 @dataclass(frozen=True)
@@ -330,6 +332,8 @@ class TransportTable(Table):
     rto_ms: Annotated[float, Range(0.1, 10000)] = 200.0
     #: ACK request period; when not given, 8 or the window if that is smaller.
     ack_every: Annotated[int, Range(1, 4096)] = 8
+    #: The NIC datapath: "compiled" (C, the default) or "python" (the reference).
+    nic: Annotated[str, OneOf(DATAPATHS)] = "compiled"
 
     @model_validator(mode="after")
     def _ack_within_window(self) -> "TransportTable":
@@ -343,7 +347,7 @@ class TransportTable(Table):
         given = "ack_every" in self.model_fields_set
         ack = self.ack_every if given else min(8, self.window_packets)
         return Transport(kind=self.kind, window_packets=self.window_packets, rto_ms=self.rto_ms,
-                         ack_every=ack)
+                         ack_every=ack, nic=self.nic)
 
 
 class TelemetryTable(Table):

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import FrameType
 
 from fabric.nic import control
+from fabric.nic.compiled import CompiledCore
 from fabric.nic.core import AgentCore
 from fabric.nic.tcp import TcpCore
 from fabric.nic.udp import UdpTransport
@@ -149,9 +150,15 @@ class Agent:
             raise control.RequestError(f"configure.nics: cannot open UDP sockets: {error}") \
                 from None
         self.transport = transport
-        self.core = AgentCore(self.server, config, transport, SystemClock())
+        core_class = CompiledCore if config.datapath == "compiled" else AgentCore
+        try:
+            self.core = core_class(self.server, config, transport, SystemClock())
+        except RuntimeError as error:  # the compiled datapath is not built
+            transport.close()
+            raise control.RequestError(f"configure.datapath: {error}") from None
+        reader = self._engine_reader if config.datapath == "compiled" else self._udp_reader
         for ip, sock in transport.receivers.items():
-            self.selector.register(sock, selectors.EVENT_READ, self._udp_reader(ip))
+            self.selector.register(sock, selectors.EVENT_READ, reader(ip))
         log.info("configured: %s", config)
         return {}
 
@@ -216,6 +223,12 @@ class Agent:
                 except (BlockingIOError, InterruptedError):
                     return
                 core.on_datagram(nic_ip, address[0], view[:size])
+        return read
+
+    def _engine_reader(self, nic_ip: str):
+        """Event handler: the compiled datapath drains the socket itself (recvmmsg)."""
+        def read(sock: socket.socket) -> None:
+            self.core.recv(nic_ip, sock)
         return read
 
     def run(self) -> None:

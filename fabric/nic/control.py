@@ -15,6 +15,8 @@ from fabric.nic import wire
 
 OPS = ("configure", "load", "start", "status", "set_rate", "finish", "quit")
 TRANSPORTS = ("roce", "tcp")
+#: The NIC datapaths: the compiled engine (fabric/nic/compiled.py) or the Python reference.
+DATAPATHS = ("compiled", "python")
 MAX_QPS = 256
 
 
@@ -51,6 +53,8 @@ class AgentConfig:
     linger_ms: float = 20.0
     #: A FLOW_REQUEST unanswered this long is sent again; after 3 tries the QP goes at line rate.
     grant_timeout_ms: float = 50.0
+    #: Which datapath does the per-packet work (DATAPATHS).
+    datapath: str = "compiled"
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,8 @@ def parse_configure(obj: dict) -> AgentConfig:
     """Validate a ``configure`` request."""
     _keys(obj, "configure", {"op", "nics", "line_mbps", "out_dir"},
           {"mtu", "window_packets", "rto_ms", "qps_per_connection", "salt", "ack_every",
-           "delay_sample_every", "transport", "announce", "linger_ms", "grant_timeout_ms"})
+           "delay_sample_every", "transport", "announce", "linger_ms", "grant_timeout_ms",
+           "datapath"})
     if not isinstance(obj["nics"], list) or not obj["nics"]:
         raise RequestError("configure.nics: must be a non-empty list")
     nics = []
@@ -142,6 +147,10 @@ def parse_configure(obj: dict) -> AgentConfig:
     if transport not in TRANSPORTS:
         raise RequestError(f"configure.transport: must be one of {', '.join(TRANSPORTS)}, "
                            f"got {transport!r}")
+    datapath = obj.get("datapath", "compiled")
+    if datapath not in DATAPATHS:
+        raise RequestError(f"configure.datapath: must be one of {', '.join(DATAPATHS)}, "
+                           f"got {datapath!r}")
     return AgentConfig(
         nics=tuple(nics), line_mbps=_positive(obj["line_mbps"], "configure.line_mbps"),
         out_dir=obj["out_dir"],
@@ -156,7 +165,8 @@ def parse_configure(obj: dict) -> AgentConfig:
                                 "configure.delay_sample_every", 0),
         transport=transport, announce=_bool(obj.get("announce", False), "configure.announce"),
         linger_ms=_positive(obj.get("linger_ms", 20.0), "configure.linger_ms"),
-        grant_timeout_ms=_positive(obj.get("grant_timeout_ms", 50.0), "configure.grant_timeout_ms"))
+        grant_timeout_ms=_positive(obj.get("grant_timeout_ms", 50.0), "configure.grant_timeout_ms"),
+        datapath=datapath)
 
 
 def _bool(value: Any, where: str) -> bool:

@@ -39,6 +39,7 @@ class NicSettings:
     delay_sample_every: int
     salt: int               # UDP source-port hash salt and start-jitter seed
     announce: bool          # announce flows in-band to the fabric manager
+    datapath: str = "compiled"  # the NIC's per-packet work: "compiled" or "python"
 
 
 class AgentFleet:
@@ -79,7 +80,8 @@ class AgentFleet:
                 mtu=spec.mtu, line_mbps=spec.nic_mbps, window_packets=settings.window_packets,
                 rto_ms=settings.rto_ms, qps_per_connection=1, salt=settings.salt,
                 ack_every=settings.ack_every, delay_sample_every=settings.delay_sample_every,
-                out_dir=str(self.agent_dir), transport=settings.transport, announce=settings.announce)
+                out_dir=str(self.agent_dir), transport=settings.transport, announce=settings.announce,
+                datapath=settings.datapath)
             self.clients[server] = client
 
     def _cross_rail_neighbours(self, rows: list[dict]) -> None:

@@ -82,6 +82,10 @@ class UdpTransport:
         self.senders[(nic_ip, src_port)] = sock
         return sock
 
+    def fd_for(self, nic_ip: str, src_port: int) -> socket.socket:
+        """The socket that sends from (nic_ip, src_port) (the compiled datapath sends on it)."""
+        return self.senders.get((nic_ip, src_port)) or self._sender(nic_ip, src_port)
+
     def send(self, nic_ip: str, src_port: int, dst_ip: str, payload: bytes | memoryview) -> bool:
         """Send one datagram from (nic_ip, src_port) to (dst_ip, 4791); False: retry later."""
         sock = self.senders.get((nic_ip, src_port)) or self._sender(nic_ip, src_port)
