@@ -875,14 +875,17 @@ static PyObject *Engine_deliveries(Engine *e, PyObject *unused) {
     return out;
 }
 
-static PyObject *Engine_delays(Engine *e, PyObject *unused) {
-    PyObject *out = PyList_New((Py_ssize_t)e->ndelays);
+static PyObject *Engine_delays(Engine *e, PyObject *args) {
+    Py_ssize_t start = 0;
+    if (!PyArg_ParseTuple(args, "|n", &start)) return NULL;
+    if (start < 0 || (size_t)start > e->ndelays) start = (Py_ssize_t)e->ndelays;
+    PyObject *out = PyList_New((Py_ssize_t)e->ndelays - start);
     if (!out) return NULL;
-    for (size_t i = 0; i < e->ndelays; i++) {
+    for (size_t i = (size_t)start; i < e->ndelays; i++) {
         Delay *d = &e->delays[i];
         PyObject *t = Py_BuildValue("(LNiL)", (long long)d->wall, ip_text(d->src_ip), d->nic, (long long)d->delay);
         if (!t) { Py_DECREF(out); return NULL; }
-        PyList_SET_ITEM(out, (Py_ssize_t)i, t);
+        PyList_SET_ITEM(out, (Py_ssize_t)(i - (size_t)start), t);
     }
     return out;
 }
@@ -933,7 +936,8 @@ static PyMethodDef Engine_methods[] = {
      "message_stats(slot) -> (packets, retransmits, timeouts, naks, start_ns)"},
     {"deliveries", (PyCFunction)Engine_deliveries, METH_NOARGS,
      "deliveries() -> [(id, rail, size, bytes, first_ns, last_ns)]"},
-    {"delays", (PyCFunction)Engine_delays, METH_NOARGS, "delays() -> [(recv_ns, src_ip, nic, delay_ns)]"},
+    {"delays", (PyCFunction)Engine_delays, METH_VARARGS,
+     "delays(start=0) -> [(recv_ns, src_ip, nic, delay_ns)] from sample `start` on"},
     {"receivers", (PyCFunction)Engine_receivers, METH_NOARGS, "receivers() -> [(src_ip, qp)] of every receive QP"},
     {"counters", (PyCFunction)Engine_counters, METH_NOARGS, "counters() -> the datapath's counters"},
     {NULL}};

@@ -22,7 +22,7 @@ from fabric.nic.control import AgentConfig, ExpectSpec, SendSpec
 from fabric.nic.core import NIC_BURST_FRAMES, AgentCore
 from fabric.nic.port import Clock, Transport, earliest
 from fabric.nic.qp import QpControl
-from fabric.nic.records import Delivery, Records, SentMessage
+from fabric.nic.records import Delivery, Records, SentMessage, progress
 
 try:
     from fabric.nic._engine import Engine
@@ -186,8 +186,13 @@ class CompiledCore(AgentCore):
             delivery = delivered.get(mid) or delivered.setdefault(mid, Delivery(mid, rail, size))
             delivery.dst_rail, delivery.size, delivery.bytes = rail, size, got
             delivery.first_ns, delivery.last_ns = first, last
-        records.delays = [(wall, src, self.nic_by_index[nic].ip, self.nic_by_index[nic].rail,
-                           delay) for wall, src, nic, delay in self.engine.delays()]
+        nics = self.nic_by_index
+        records.delays += [(wall, src, nics[nic].ip, nics[nic].rail, delay)
+                           for wall, src, nic, delay in self.engine.delays(len(records.delays))]
+
+    def status(self) -> dict:
+        """Progress of the loaded messages (no per-packet counts needed: no sync)."""
+        return progress(self._records, self.sent_done, self.received_expected, self.counters())
 
     def counters(self) -> dict[str, int]:
         """The counters of docs/run-folder.md (the datapath's from the engine)."""
