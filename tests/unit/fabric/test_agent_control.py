@@ -44,6 +44,10 @@ def test_configure_defaults_and_strictness():
         control.parse_configure({**CONFIG, "transport": "ib"})
     with pytest.raises(control.RequestError, match="unique"):
         control.parse_configure({**CONFIG, "nics": [{"rail": 0, "ip": "10.0.0.1"}] * 2})
+    assert config.datapath == "compiled"
+    assert control.parse_configure({**CONFIG, "datapath": "python"}).datapath == "python"
+    with pytest.raises(control.RequestError, match="configure.datapath: must be one of compiled"):
+        control.parse_configure({**CONFIG, "datapath": "rust"})
 
 
 def test_load_validation():
@@ -102,7 +106,8 @@ def two_agents(tmp_path):
             proc.wait(timeout=10)
 
 
-def test_two_agent_processes_exchange_messages(tmp_path, two_agents):
+@pytest.mark.parametrize("datapath", control.DATAPATHS)
+def test_two_agent_processes_exchange_messages(tmp_path, two_agents, datapath):
     procs, (ip1, ip5) = two_agents
     clients = {name: AgentClient(sock) for name, (_, sock) in procs.items()}
     for name, ip in (("h1", ip1), ("h5", ip5)):
@@ -110,7 +115,8 @@ def test_two_agent_processes_exchange_messages(tmp_path, two_agents):
         assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
         clients[name].configure(nics=[{"rail": 0, "ip": ip}], line_mbps=200.0, mtu=9000,
                                 window_packets=32, rto_ms=50, ack_every=8,
-                                delay_sample_every=4, out_dir=str(tmp_path / "out"), salt=3)
+                                delay_sample_every=4, out_dir=str(tmp_path / "out"), salt=3,
+                                datapath=datapath)
     with pytest.raises(AgentError, match="already configured"):
         clients["h1"].configure(nics=[{"rail": 0, "ip": ip1}], line_mbps=1.0, out_dir="x")
     clients["h1"].load(send=[{"id": 1, "src_rail": 0, "dst_ip": ip5, "size": 1_000_000}],
