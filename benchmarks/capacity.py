@@ -47,6 +47,7 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 VARIANTS = {"defaults": {},
             "glibc": {"emulator": {"ovs_shards": 1, "ovs_allocator": "glibc"}},
             "tcmalloc": {"emulator": {"ovs_shards": 1, "ovs_allocator": "tcmalloc"}},
+            "2-shards": {"emulator": {"ovs_shards": 2, "ovs_allocator": "tcmalloc"}},
             "4-shards": {"emulator": {"ovs_shards": 4, "ovs_allocator": "tcmalloc"}},
             "python-nic": {"transport": {"nic": "python"}},
             "compiled-nic": {"transport": {"nic": "compiled"}}}

@@ -19,11 +19,13 @@
  * cached), received in batches with recvmmsg.
  */
 #define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE
 #include <Python.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -54,6 +56,9 @@
 #define PSN_HALF (1 << 23)
 #define RETRY_NS 200000
 #define MAX_CTRL 128
+#define RECV_BATCH 64
+#define RECV_BUF 65536
+#define MAX_RECEIVERS 64
 
 /* Counters the datapath keeps (the rest of COUNTER_NAMES stay in Python). */
 enum { C_DATA_SENT, C_WIRE_BYTES_SENT, C_LATE_BYTES, C_ACKS_SENT, C_CONTROL_SENT,
@@ -205,10 +210,9 @@ typedef struct {
     PyObject *events;        /* list of (kind, value, mono_ns, wall_ns) */
     uint8_t *buf;            /* one frame */
     struct mmsghdr *mmsg; struct iovec *iov; struct sockaddr_in *addrs; uint8_t *rbufs;
+    struct pollfd receivers[MAX_RECEIVERS]; int receiver_nic[MAX_RECEIVERS]; size_t nreceivers;
 } Engine;
 
-#define RECV_BATCH 64
-#define RECV_BUF 65536
 
 /* ---- helpers ------------------------------------------------------------- */
 static int crc_ready;
@@ -746,10 +750,9 @@ static PyObject *Engine_send_control(Engine *e, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* RTO polls (GbnSender.poll of every expired QP), then every NIC's pump; the next deadline. */
-static PyObject *Engine_pump(Engine *e, PyObject *args) {
-    long long now, wall;
-    if (!PyArg_ParseTuple(args, "LL", &now, &wall)) return NULL;
+/* RTO polls (GbnSender.poll of every expired QP), then every NIC's pump; *deadline = the next
+ * one (-1 none). */
+static int pump_all(Engine *e, int64_t now, int64_t wall, int64_t *deadline_out) {
     double now_s = (double)now / 1e9;
     for (size_t i = 0; i < e->nqps; i++) {
         Qp *q = &e->qps[i];
@@ -766,13 +769,22 @@ static PyObject *Engine_pump(Engine *e, PyObject *args) {
     int64_t deadline = -1;
     for (size_t i = 0; i < e->nnics; i++) {
         int64_t next = -1;
-        if (nic_pump(e, (int)i, now, wall, &next) < 0) return NULL;
+        if (nic_pump(e, (int)i, now, wall, &next) < 0) return -1;
         if (next >= 0 && (deadline < 0 || next < deadline)) deadline = next;
     }
     for (size_t i = 0; i < e->nqps; i++) {
         int64_t rto = qp_deadline_ns(&e->qps[i]);
         if (rto >= 0 && (deadline < 0 || rto < deadline)) deadline = rto;
     }
+    *deadline_out = deadline;
+    return 0;
+}
+
+static PyObject *Engine_pump(Engine *e, PyObject *args) {
+    long long now, wall;
+    if (!PyArg_ParseTuple(args, "LL", &now, &wall)) return NULL;
+    int64_t deadline;
+    if (pump_all(e, now, wall, &deadline) < 0) return NULL;
     if (deadline < 0) Py_RETURN_NONE;
     return PyLong_FromLongLong(deadline);
 }
@@ -789,13 +801,9 @@ static PyObject *Engine_on_datagram(Engine *e, PyObject *args) {
     return PyBool_FromLong(r);
 }
 
-/* Drain up to `limit` datagrams from socket fd (NIC ni) with recvmmsg; the ones the control
- * plane must see, as a list of (src_ip, bytes, mono_ns), or None. */
-static PyObject *Engine_recv(Engine *e, PyObject *args) {
-    int fd, ni, limit;
-    if (!PyArg_ParseTuple(args, "iii", &fd, &ni, &limit)) return NULL;
-    if (check_nic(e, ni) < 0) return NULL;
-    PyObject *rest = NULL;
+/* Drain up to `limit` datagrams of socket fd (NIC ni); the ones for the control plane are
+ * appended to *rest as (nic, src_ip, bytes, mono_ns), the list made when first needed. */
+static int recv_batch(Engine *e, int fd, int ni, int limit, PyObject **rest) {
     while (limit > 0) {
         int batch = limit < RECV_BATCH ? limit : RECV_BATCH;
         for (int i = 0; i < batch; i++) {
@@ -805,9 +813,9 @@ static PyObject *Engine_recv(Engine *e, PyObject *args) {
         }
         int got = recvmmsg(fd, e->mmsg, batch, MSG_DONTWAIT, NULL);
         if (got < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
-            Py_XDECREF(rest);
-            return PyErr_SetFromErrno(PyExc_OSError);
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
         }
         for (int i = 0; i < got; i++) {
             int64_t now = clock_ns(CLOCK_MONOTONIC), wall = clock_ns(CLOCK_REALTIME);
@@ -815,20 +823,105 @@ static PyObject *Engine_recv(Engine *e, PyObject *args) {
             const uint8_t *d = e->rbufs + (size_t)i * RECV_BUF;
             size_t size = e->mmsg[i].msg_len;
             int r = datagram(e, ni, src, NULL, d, size, now, wall);
-            if (r < 0) { Py_XDECREF(rest); return NULL; }
+            if (r < 0) return -1;
             if (r == 0) {
-                if (!rest && !(rest = PyList_New(0))) return NULL;
+                if (!*rest && !(*rest = PyList_New(0))) return -1;
                 PyObject *ip = ip_text(src);
-                PyObject *t = ip ? Py_BuildValue("(Ny#L)", ip, d, (Py_ssize_t)size, (long long)now) : NULL;
-                if (!t || PyList_Append(rest, t) < 0) { Py_XDECREF(t); Py_DECREF(rest); return NULL; }
+                PyObject *t = ip ? Py_BuildValue("(iNy#L)", ni, ip, d, (Py_ssize_t)size, (long long)now) : NULL;
+                if (!t || PyList_Append(*rest, t) < 0) { Py_XDECREF(t); return -1; }
                 Py_DECREF(t);
             }
         }
         limit -= got;
-        if (got < batch) break;
+        if (got < batch) return 0;
     }
+    return 0;
+}
+
+/* recv(fd, nic, limit): drain one socket; [(nic, src_ip, payload, mono_ns)] for the control
+ * plane, or None. */
+static PyObject *Engine_recv(Engine *e, PyObject *args) {
+    int fd, ni, limit;
+    if (!PyArg_ParseTuple(args, "iii", &fd, &ni, &limit)) return NULL;
+    if (check_nic(e, ni) < 0) return NULL;
+    PyObject *rest = NULL;
+    if (recv_batch(e, fd, ni, limit, &rest) < 0) { Py_XDECREF(rest); return NULL; }
     if (!rest) Py_RETURN_NONE;
     return rest;
+}
+
+static PyObject *Engine_add_receiver(Engine *e, PyObject *args) {
+    int fd, ni;
+    if (!PyArg_ParseTuple(args, "ii", &fd, &ni)) return NULL;
+    if (check_nic(e, ni) < 0) return NULL;
+    if (e->nreceivers == MAX_RECEIVERS) return PyErr_Format(PyExc_ValueError, "at most %d receive sockets", MAX_RECEIVERS);
+    e->receivers[e->nreceivers].fd = fd;
+    e->receivers[e->nreceivers].events = POLLIN;
+    e->receiver_nic[e->nreceivers++] = ni;
+    Py_RETURN_NONE;
+}
+
+/* The agent's event loop, in C: pump, wait (ppoll) for the receive sockets, the control
+ * descriptors or the next deadline, drain what arrived; return to the control plane when it
+ * has something to do: the deadline `python_deadline` (monotonic ns or None) came, an event
+ * or a datagram for it is pending, or a control descriptor is readable.
+ * -> (control_ready, [(nic, src_ip, payload, mono_ns)] or None) */
+static PyObject *Engine_run(Engine *e, PyObject *args) {
+    PyObject *control_fds, *deadline_obj;
+    if (!PyArg_ParseTuple(args, "OO", &control_fds, &deadline_obj)) return NULL;
+    int64_t python_deadline = -1;
+    if (deadline_obj != Py_None) {
+        python_deadline = PyLong_AsLongLong(deadline_obj);
+        if (python_deadline == -1 && PyErr_Occurred()) return NULL;
+    }
+    PyObject *seq = PySequence_Fast(control_fds, "control_fds: must be a sequence of descriptors");
+    if (!seq) return NULL;
+    Py_ssize_t ncontrol = PySequence_Fast_GET_SIZE(seq);
+    size_t nfds = e->nreceivers + (size_t)ncontrol;
+    struct pollfd *fds = PyMem_Malloc((nfds ? nfds : 1) * sizeof(struct pollfd));
+    if (!fds) { Py_DECREF(seq); return PyErr_NoMemory(); }
+    for (Py_ssize_t i = 0; i < ncontrol; i++) {
+        long fd = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (fd == -1 && PyErr_Occurred()) { Py_DECREF(seq); PyMem_Free(fds); return NULL; }
+        fds[e->nreceivers + i] = (struct pollfd){.fd = (int)fd, .events = POLLIN};
+    }
+    Py_DECREF(seq);
+    PyObject *rest = NULL;
+    int control = 0;
+    for (;;) {
+        int64_t now = clock_ns(CLOCK_MONOTONIC);
+        if (python_deadline >= 0 && now >= python_deadline) break;
+        int64_t next;
+        if (pump_all(e, now, clock_ns(CLOCK_REALTIME), &next) < 0) goto fail;
+        if (PyList_GET_SIZE(e->events) || rest) break;
+        if (python_deadline >= 0 && (next < 0 || python_deadline < next)) next = python_deadline;
+        struct timespec timeout, *wait = NULL;
+        if (next >= 0) {
+            int64_t ns = next - clock_ns(CLOCK_MONOTONIC);
+            if (ns < 0) ns = 0;
+            timeout = (struct timespec){ns / 1000000000, ns % 1000000000};
+            wait = &timeout;
+        }
+        memcpy(fds, e->receivers, e->nreceivers * sizeof(struct pollfd));
+        int ready = ppoll(fds, nfds, wait, NULL);
+        if (ready < 0) {
+            if (errno != EINTR) { PyErr_SetFromErrno(PyExc_OSError); goto fail; }
+            if (PyErr_CheckSignals() < 0) goto fail;  /* SIGTERM: the handler raises */
+            continue;
+        }
+        for (size_t i = 0; ready > 0 && i < e->nreceivers; i++)
+            if (fds[i].revents && recv_batch(e, fds[i].fd, e->receiver_nic[i], 256, &rest) < 0) goto fail;
+        for (size_t i = e->nreceivers; i < nfds; i++)
+            if (fds[i].revents) control = 1;
+        if (control || PyList_GET_SIZE(e->events) || rest) break;
+    }
+    PyMem_Free(fds);
+    if (!rest) { Py_INCREF(Py_None); rest = Py_None; }
+    return Py_BuildValue("(ON)", control ? Py_True : Py_False, rest);
+fail:
+    PyMem_Free(fds);
+    Py_XDECREF(rest);
+    return NULL;
 }
 
 static PyObject *Engine_take_events(Engine *e, PyObject *unused) {
@@ -929,7 +1022,12 @@ static PyMethodDef Engine_methods[] = {
     {"on_datagram", (PyCFunction)Engine_on_datagram, METH_VARARGS,
      "on_datagram(nic, src_ip, payload, now, wall) -> True if the datapath handled it"},
     {"recv", (PyCFunction)Engine_recv, METH_VARARGS,
-     "recv(fd, nic, limit) -> [(src_ip, payload, mono_ns)] left for the control plane, or None"},
+     "recv(fd, nic, limit) -> [(nic, src_ip, payload, mono_ns)] left for the control plane, or None"},
+    {"add_receiver", (PyCFunction)Engine_add_receiver, METH_VARARGS,
+     "add_receiver(fd, nic): a receive socket `run` waits on and drains"},
+    {"run", (PyCFunction)Engine_run, METH_VARARGS,
+     "run(control_fds, python_deadline) -> (control_ready, [(nic, src_ip, payload, mono_ns)] or None):"
+     " pump, wait and receive until the control plane has something to do"},
     {"take_events", (PyCFunction)Engine_take_events, METH_NOARGS, "take_events() -> [(kind, value, mono_ns, wall_ns)] or None"},
     {"expect", (PyCFunction)Engine_expect, METH_VARARGS, "expect(message_id, rail, size)"},
     {"message_stats", (PyCFunction)Engine_message_stats, METH_VARARGS,

@@ -156,9 +156,9 @@ class Agent:
         except RuntimeError as error:  # the compiled datapath is not built
             transport.close()
             raise control.RequestError(f"configure.datapath: {error}") from None
-        reader = self._engine_reader if config.datapath == "compiled" else self._udp_reader
-        for ip, sock in transport.receivers.items():
-            self.selector.register(sock, selectors.EVENT_READ, reader(ip))
+        if config.datapath == "python":  # the compiled engine waits on its sockets itself
+            for ip, sock in transport.receivers.items():
+                self.selector.register(sock, selectors.EVENT_READ, self._udp_reader(ip))
         log.info("configured: %s", config)
         return {}
 
@@ -225,16 +225,20 @@ class Agent:
                 core.on_datagram(nic_ip, address[0], view[:size])
         return read
 
-    def _engine_reader(self, nic_ip: str):
-        """Event handler: the compiled datapath drains the socket itself (recvmmsg)."""
-        def read(sock: socket.socket) -> None:
-            self.core.recv(nic_ip, sock)
-        return read
-
     def run(self) -> None:
-        """The event loop: transmit what is due, sleep until the next event or deadline."""
+        """The event loop: transmit what is due, sleep until the next event or deadline.
+
+        With the compiled datapath the engine runs the loop (fabric/nic/compiled.py
+        ``serve``) and hands back when a control socket is readable or the control
+        plane has work; the Python loop below serves the reference datapath."""
         clock_ns = time.monotonic_ns
         while self.running:
+            if isinstance(self.core, CompiledCore):
+                control = [key.fd for key in self.selector.get_map().values()]
+                if self.core.serve(self.transport.receivers, control):
+                    for key, _mask in self.selector.select(0):
+                        key.data(key.fileobj)
+                continue
             deadline = self.core.pump() if self.core else None
             timeout = None if deadline is None else max(0.0, (deadline - clock_ns()) / 1e9)
             for key, _mask in self.selector.select(timeout):

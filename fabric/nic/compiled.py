@@ -127,7 +127,7 @@ class CompiledCore(AgentCore):
                              config.announce, config.salt,
                              sender=None if fd_for else transport.send,
                              fd_for=(lambda ip, port: fd_for(ip, port).fileno()) if fd_for else None)
-        self._stale = False
+        self._stale = self._receivers = False
         self.slots: list[SentMessage] = []
         self.slot_of: dict[int, int] = {}
         self.by_handle: list[EngineQP] = []
@@ -213,10 +213,26 @@ class CompiledCore(AgentCore):
     def recv(self, nic_ip: str, sock: socket.socket) -> None:
         """Drain NIC ``nic_ip``'s receive socket (a bounded batch) in the engine."""
         rest = self.engine.recv(sock.fileno(), self.nics[nic_ip].index, RECV_BATCH)
+        self._after_engine(rest)
+
+    def serve(self, sockets: dict[str, socket.socket], control_fds: list[int]) -> bool:
+        """One turn of the agent's event loop: due control work, then the engine's own loop
+        (pump, wait, receive) until the control plane has work; True if a control
+        descriptor is readable. ``sockets``: the NICs' receive sockets, handed over once."""
+        if not self._receivers:
+            for ip, sock in sockets.items():
+                self.engine.add_receiver(sock.fileno(), self.nics[ip].index)
+            self._receivers = True
+        deadline = self._pump_control(self.clock.mono_ns())
+        control, rest = self.engine.run(control_fds, deadline)
+        self._after_engine(rest)
+        return control
+
+    def _after_engine(self, rest: list | None) -> None:
         self._stale = True
         self._events()
-        for src_ip, data, _now in rest or ():
-            super().on_datagram(nic_ip, src_ip, data)
+        for nic, src_ip, data, _now in rest or ():
+            super().on_datagram(self.nic_by_index[nic].ip, src_ip, data)
 
     def _events(self) -> None:
         events = self.engine.take_events()
