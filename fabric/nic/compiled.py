@@ -192,11 +192,12 @@ class CompiledCore(AgentCore):
 
     def status(self) -> dict:
         """Progress of the loaded messages (no per-packet counts needed: no sync)."""
-        return progress(self._records, self.sent_done, self.received_expected, self.counters())
+        return progress(self._records, self.sent_done, self.received_expected,
+                        self.counters(fresh=False))
 
-    def counters(self) -> dict[str, int]:
+    def counters(self, fresh: bool = True) -> dict[str, int]:
         """The counters of docs/run-folder.md (the datapath's from the engine)."""
-        count = super().counters()
+        count = super().counters(fresh)
         count.update(self.engine.counters())
         return count
 
