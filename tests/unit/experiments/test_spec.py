@@ -37,6 +37,7 @@ def _set(table: str, **values):
     (_job(1, rails=[1, 1]), "jobs[1].rails: rail 1 appears twice (fabric has 4 rails)"),
     (_job(0, servers=["h1", "h99"]), "jobs[0].servers: h99 is not a server of rail-2tier-small"),
     (_set("transport", kind="udp"), "transport.kind: must be one of roce, tcp, got 'udp'"),
+    (_set("transport", nic="rust"), "transport.nic: must be one of compiled, python, got 'rust'"),
     (lambda d: (_job(0, servers=["h1", "h2"])(d), _job(1, servers=["h2", "h3"])(d)),
      "jobs[1].servers: h2 is in both job 'job0' and job 'b'"),
     (_job(0, servers=6),
@@ -102,6 +103,7 @@ def test_defaults():
     assert (experiment.seed, experiment.algorithm, experiment.stats_interval_ms) == (0, "ecmp", 200)
     assert (experiment.transport.kind, experiment.transport.window_packets,
             experiment.transport.rto_ms, experiment.transport.ack_every) == ("roce", 32, 200, 8)
+    assert experiment.transport.nic == "compiled"
     assert (experiment.telemetry_rate_hz, experiment.delay_sample_every) == (10, 1)
     assert (experiment.run_timeout_s, experiment.max_offered_fraction) == (120, None)
     job = experiment.jobs[0]
@@ -223,3 +225,11 @@ def test_dtype_is_one_of_the_nccl_tests_types():
                            "bfloat16", "float32", "float64"}
     with pytest.raises(SpecError, match=r"^jobs\[0\]\.dtype: must be one of int8, .*, got 'half'$"):
         from_dict(_with(_job(0, dtype="half")))
+
+
+def test_the_nic_datapath_reaches_the_agents_settings():
+    from experiments.runner import nic_settings
+    chosen = copy.deepcopy(BASE)
+    chosen["transport"] = {"nic": "python"}
+    assert nic_settings(from_dict(chosen, "t")).datapath == "python"
+    assert nic_settings(from_dict(copy.deepcopy(BASE), "t")).datapath == "compiled"
