@@ -156,12 +156,12 @@ typedef struct { int64_t start, end, length, base_offset; uint64_t message_id, m
 
 typedef struct {
     uint32_t qp, remote_ip;
-    int nic, src_port, fd, held, has_gbn;
-    int64_t chunk, window, ack_every, frame_bytes;
+    int src_port, fd, held, has_gbn;
+    int64_t chunk, window, ack_every;
     double timeout_s;
     Bucket bucket;
     /* go-back-N sender */
-    int64_t total, base, next_index, gbn_high, sent, retransmitted, timeouts, naks;
+    int64_t total, base, next_index, gbn_high;
     int timer_on;
     double timer_start;
     int64_t high;  /* SendQP.high: one past the highest index handed to the kernel */
@@ -170,7 +170,7 @@ typedef struct {
 } Qp;
 
 /* ---- receive side (GbnReceiver, Delivery) -------------------------------- */
-typedef struct { int64_t expected, delivered, dropped, naks_sent, unacked; int nak_pending; int ack_port; } Receiver;
+typedef struct { int64_t expected, unacked; int nak_pending; int ack_port; } Receiver;
 typedef struct { uint64_t id, size, bytes; int64_t first_ns, last_ns; int rail, complete; } Delivery;
 typedef struct { int64_t packets, retransmits, timeouts, naks, start_ns; } MsgStats;
 typedef struct { int64_t wall; uint32_t src_ip; int nic; int64_t delay; } Delay;
@@ -349,7 +349,6 @@ static size_t qp_take(Engine *e, Qp *q, double now_s, int64_t wall, int64_t *ind
     /* gbn.next_to_send(now_s, limit=1): the caller checked has_work */
     int64_t stop = q->base + q->window < q->total ? q->base + q->window : q->total;
     if (q->next_index + 1 < stop) stop = q->next_index + 1;
-    for (int64_t i = q->next_index; i < stop; i++) { q->sent++; if (i < q->gbn_high) q->retransmitted++; }
     if (stop > q->next_index) {
         q->next_index = stop;
         if (stop > q->gbn_high) q->gbn_high = stop;
@@ -477,7 +476,6 @@ static int on_ack(Engine *e, uint32_t qpn, uint32_t psn, int is_nak, int64_t now
         int64_t index = q->base + psn_diff(psn, q->base % PSN_MOD);
         if (is_nak) {
             if (q->base <= index && index <= q->gbn_high) {
-                q->naks++;
                 gbn_advance(q, index, now_s);
                 if (index < q->gbn_high) { q->next_index = index; q->timer_on = 1; q->timer_start = now_s; }
                 MsgStats *m = stats(e, qp_oldest_slot(q));
@@ -525,16 +523,15 @@ static int on_data(Engine *e, int ni, uint32_t src_ip, PyObject *src_str, const 
     int64_t distance = psn_diff(psn, r->expected);
     if (distance == 0) {
         r->expected = (r->expected + 1) % PSN_MOD;
-        r->delivered++; r->unacked++; r->nak_pending = 0;
+        r->unacked++; r->nak_pending = 0;
         deliver = 1;
         if (ack_req || r->unacked >= e->ack_every) {
             r->unacked = 0; send = 1; ack_psn = (uint32_t)((r->expected + PSN_MOD - 1) % PSN_MOD);
         }
     } else {
-        r->dropped++;
         if (distance > 0) {
             if (!r->nak_pending) {
-                r->nak_pending = 1; r->unacked = 0; r->naks_sent++;
+                r->nak_pending = 1; r->unacked = 0;
                 send = 1; ack_psn = (uint32_t)r->expected; syndrome = SYNDROME_NAK_PSN;
             }
         } else {
@@ -665,9 +662,9 @@ static PyObject *Engine_add_qp(Engine *e, PyObject *args) {
     int h = (int)e->nqps;
     Qp *q = &e->qps[h];
     memset(q, 0, sizeof *q);
-    q->qp = qpn; q->remote_ip = addr; q->nic = ni; q->src_port = src_port; q->fd = -1;
+    q->qp = qpn; q->remote_ip = addr; q->src_port = src_port; q->fd = -1;
     q->chunk = e->mtu - DATA_OVERHEAD; q->window = window; q->ack_every = e->ack_every;
-    q->frame_bytes = e->mtu + ETH_HEADER_LEN; q->timeout_s = timeout_s;
+    q->timeout_s = timeout_s;
     if (e->sender) { q->remote_str = remote; Py_INCREF(remote); }
     bucket_init(&q->bucket, mbps, burst, now);
     if (map_put(&e->qp_by_number, qpn, h) < 0) return NULL;
@@ -760,7 +757,6 @@ static int pump_all(Engine *e, int64_t now, int64_t wall, int64_t *deadline_out)
         if (rto < 0 || rto > now) continue;
         int32_t victim = qp_oldest_slot(q);
         if (now_s < q->timer_start + q->timeout_s || qp_done(q)) continue;
-        q->timeouts++;
         q->next_index = q->base;
         q->timer_start = now_s;
         MsgStats *m = stats(e, victim);
@@ -836,18 +832,6 @@ static int recv_batch(Engine *e, int fd, int ni, int limit, PyObject **rest) {
         if (got < batch) return 0;
     }
     return 0;
-}
-
-/* recv(fd, nic, limit): drain one socket; [(nic, src_ip, payload, mono_ns)] for the control
- * plane, or None. */
-static PyObject *Engine_recv(Engine *e, PyObject *args) {
-    int fd, ni, limit;
-    if (!PyArg_ParseTuple(args, "iii", &fd, &ni, &limit)) return NULL;
-    if (check_nic(e, ni) < 0) return NULL;
-    PyObject *rest = NULL;
-    if (recv_batch(e, fd, ni, limit, &rest) < 0) { Py_XDECREF(rest); return NULL; }
-    if (!rest) Py_RETURN_NONE;
-    return rest;
 }
 
 static PyObject *Engine_add_receiver(Engine *e, PyObject *args) {
@@ -1021,8 +1005,6 @@ static PyMethodDef Engine_methods[] = {
     {"pump", (PyCFunction)Engine_pump, METH_VARARGS, "pump(now, wall) -> next deadline ns or None"},
     {"on_datagram", (PyCFunction)Engine_on_datagram, METH_VARARGS,
      "on_datagram(nic, src_ip, payload, now, wall) -> True if the datapath handled it"},
-    {"recv", (PyCFunction)Engine_recv, METH_VARARGS,
-     "recv(fd, nic, limit) -> [(nic, src_ip, payload, mono_ns)] left for the control plane, or None"},
     {"add_receiver", (PyCFunction)Engine_add_receiver, METH_VARARGS,
      "add_receiver(fd, nic): a receive socket `run` waits on and drains"},
     {"run", (PyCFunction)Engine_run, METH_VARARGS,

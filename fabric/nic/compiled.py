@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fabric.nic.control import AgentConfig, ExpectSpec, SendSpec
 from fabric.nic.core import NIC_BURST_FRAMES, AgentCore
+from fabric.nic.pacing import wire_bytes
 from fabric.nic.port import Clock, Transport, earliest
 from fabric.nic.qp import QpControl
 from fabric.nic.records import Delivery, Records, SentMessage, progress
@@ -29,13 +30,8 @@ try:
 except ImportError:  # not built: `make demo` / `make test` build it (scripts/setup.sh)
     Engine = None
 
-RECV_BATCH = 256
+#: Event kinds of Engine.take_events (fabric/nic/_engine.c).
 SHARE_DONE, DELIVERED, IDLE = 1, 2, 3
-
-
-def available() -> bool:
-    """Whether the compiled datapath is built."""
-    return Engine is not None
 
 
 class EngineNic:
@@ -112,7 +108,7 @@ class CompiledCore(AgentCore):
     """``AgentCore`` with the compiled datapath (see the module docstring).
 
     ``transport`` either has ``fd_for(nic_ip, src_port) -> socket`` (kernel UDP
-    sockets: the engine sends and, through ``recv``, receives on them itself)
+    sockets: the engine sends on them and, in ``serve``, receives on them itself)
     or only ``send`` (tests: every packet goes through it, as in the reference).
     """
 
@@ -122,7 +118,7 @@ class CompiledCore(AgentCore):
             raise RuntimeError("the compiled NIC datapath is not built (run `make test` or "
                                "`make demo` once, or choose [transport] nic = \"python\")")
         fd_for = getattr(transport, "fd_for", None)
-        self.engine = Engine(config.line_mbps, float(NIC_BURST_FRAMES * (config.mtu + 14)),
+        self.engine = Engine(config.line_mbps, float(NIC_BURST_FRAMES * wire_bytes(config.mtu)),
                              config.mtu, config.ack_every, config.delay_sample_every,
                              config.announce, config.salt,
                              sender=None if fd_for else transport.send,
@@ -140,14 +136,11 @@ class CompiledCore(AgentCore):
     # -- control ------------------------------------------------------------------
     def load(self, sends: list[SendSpec], expects: list[ExpectSpec]) -> None:
         """Add messages to send and to receive (see AgentCore.load)."""
-        known = set(self.records.sent)
-        super().load(sends, expects)
+        super().load(sends, expects)  # refuses an id loaded before, before any change
         for spec in sends:
-            if spec.id not in known:
-                known.add(spec.id)
-                self.slot_of[spec.id] = len(self.slots)
-                self.engine.add_message(len(self.slots))
-                self.slots.append(self.records.sent[spec.id])
+            self.slot_of[spec.id] = len(self.slots)
+            self.engine.add_message(len(self.slots))
+            self.slots.append(self._records.sent[spec.id])
 
     def _expect(self, spec: ExpectSpec) -> bool:
         if not super()._expect(spec):
@@ -211,11 +204,6 @@ class CompiledCore(AgentCore):
         else:
             super().on_datagram(nic_ip, src_ip, data)
 
-    def recv(self, nic_ip: str, sock: socket.socket) -> None:
-        """Drain NIC ``nic_ip``'s receive socket (a bounded batch) in the engine."""
-        rest = self.engine.recv(sock.fileno(), self.nics[nic_ip].index, RECV_BATCH)
-        self._after_engine(rest)
-
     def serve(self, sockets: dict[str, socket.socket], control_fds: list[int]) -> bool:
         """One turn of the agent's event loop: due control work, then the engine's own loop
         (pump, wait, receive) until the control plane has work; True if a control
@@ -226,14 +214,11 @@ class CompiledCore(AgentCore):
             self._receivers = True
         deadline = self._pump_control(self.clock.mono_ns())
         control, rest = self.engine.run(control_fds, deadline)
-        self._after_engine(rest)
-        return control
-
-    def _after_engine(self, rest: list | None) -> None:
         self._stale = True
         self._events()
-        for nic, src_ip, data, _now in rest or ():
+        for nic, src_ip, data, _now in rest or ():  # CNPs, grants, malformed: the reference's
             super().on_datagram(self.nic_by_index[nic].ip, src_ip, data)
+        return control
 
     def _events(self) -> None:
         events = self.engine.take_events()
@@ -249,7 +234,7 @@ class CompiledCore(AgentCore):
             elif kind == DELIVERED:
                 if value not in self.received_ids:
                     self.received_ids.add(value)
-                    delivery = self.records.delivered.get(value)
+                    delivery = self._records.delivered.get(value)  # no sync: hot path
                     if delivery is not None and delivery.expected:
                         self.received_expected += 1
                     self._release_due = True
