@@ -17,16 +17,19 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from controllers.algorithms.registry import ANNOUNCING
+from controllers.algorithms.registry import ANNOUNCING, NIC_CONGESTION_CONTROL
 from experiments.analysis.analysis import RUN_FORMAT
+from experiments.workload.faults import anchors_of_round
 from experiments.workload.spec import Experiment
 from fabric.measure import fidelity
 from fabric.measure.counters import DropSnapshot, fidelity_measurements
+from fabric.measure.captures import Captures
 from fabric.measure.cpu import CpuSampler
 from fabric.measure.machine import machine_info
 from fabric.measure.ports import PortInfo, port_infos
 from fabric.measure.telemetry import PortSampler
 from fabric.net import ovs
+from fabric.net.faults import FaultInjector
 from fabric.net.network import Network
 from fabric.nic.fleet import AgentFleet, NicSettings
 from topologies import Topology, build
@@ -72,6 +75,10 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
         switch_ports = [p for p in ports if p.on_switch]
         drops_before = DropSnapshot.take(net)
         fleet = AgentFleet(net, nic_settings(experiment), out_dir)
+        faults = FaultInjector(net, experiment.faults, out_dir / "faults.jsonl")
+        failure: BaseException | None = None
+        failed: dict | None = None
+        number = 0
         try:
             fleet.start()
             by_netns: dict[str | None, set[str]] = {}
@@ -81,19 +88,38 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
             groups = {"agents": [proc.pid for proc in fleet.procs.values()],
                       "controller": [net.controller.proc.pid] if net.controller else [],
                       "harness": [os.getpid()]}
-            with CpuSampler(net.vswitchd_pids(), groups=groups) as cpu, sampler:
-                for number, ((phase, iteration), rows) in enumerate(sorted(rounds.items()), 1):
-                    size = rows[0]["collective_size"]
-                    progress(f"round {number}/{len(rounds)}: {_human(size)} iteration "
-                             f"{iteration + 1}, {len(rows)} messages")
-                    fleet.run_round(rows, timeout_s=experiment.run_timeout_s)
+            with CpuSampler(net.vswitchd_pids(), groups=groups) as cpu, sampler, faults, \
+                    Captures(net, experiment.captures, out_dir):
+                try:
+                    for number, ((phase, iteration), rows) in enumerate(sorted(rounds.items()),
+                                                                        1):
+                        size = rows[0]["collective_size"]
+                        progress(f"round {number}/{len(rounds)}: {_human(size)} iteration "
+                                 f"{iteration + 1}, {len(rows)} messages")
+                        anchors = anchors_of_round(phase, iteration,
+                                                   sorted({r["job"] for r in rows}), number == 1)
+                        fleet.run_round(rows, timeout_s=experiment.run_timeout_s,
+                                        starting=lambda ns, a=anchors: faults.anchor(a, ns))
+                    faults.close()  # actions not due yet are logged as not reached
+                except BaseException as exc:  # timeout, a dead agent, Ctrl-C: keep the records
+                    failure = exc
+                    failed = {"error": f"{type(exc).__name__}: {exc}".rstrip(": "),
+                              "round": number, "at": datetime.datetime.now().isoformat(
+                                  timespec="milliseconds")}
+                    progress(f"run failed in round {number}: {failed['error']}; keeping "
+                             "what the agents recorded")
                 # Inside the samplers: late duplicate ACKs dropped while the agents
                 # quiesce must still be counted.
-                counters = fleet.finish()
+                counters = fleet.finish(tolerant=failure is not None)
         finally:
             fleet.stop()
+        if net.pfc:
+            net.pfc.stop()
+            net.pfc.write(out_dir / "pfc.json")
         drops = DropSnapshot.take(net).since(drops_before)
-        _write_ports(out_dir / "ports.csv", switch_ports, sampler)
+        _write_ports(out_dir / "ports.csv", switch_ports, sampler,
+                     _rate_changes(net.topology, switch_ports, faults),
+                     net.pfc.paused_before if net.pfc else None)
         switch_drops = sum(s[-1].drops - s[0].drops for s in sampler.series.values() if s)
         _write_json(out_dir / "counters.json", {
             "agents": counters, "qdisc_drops_switch": switch_drops, **drops})
@@ -101,7 +127,9 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
             **fidelity_measurements(net, cpu, sampler),
             "nic_window_packets": (experiment.transport.window_packets
                                    if experiment.transport.kind == "roce" else None),
-            "forced_over_capacity": forced_over_capacity})
+            "forced_over_capacity": forced_over_capacity, "failed": failed})
+    if failure is not None:
+        raise failure
     verdict = fidelity.judge_folder(out_dir)
     progress("trusted" if verdict.trusted else "NOT trusted: " + "; ".join(verdict.reasons))
     return out_dir
@@ -115,7 +143,9 @@ def nic_settings(experiment: Experiment) -> NicSettings:
         rto_ms=transport.rto_ms, ack_every=transport.ack_every,
         delay_sample_every=experiment.delay_sample_every, salt=experiment.seed,
         announce=transport.kind == "roce" and experiment.algorithm in ANNOUNCING,
-        datapath=transport.nic)
+        datapath=transport.nic,
+        dcqcn=(experiment.dcqcn.to_dict() if transport.kind == "roce"
+               and experiment.algorithm in NIC_CONGESTION_CONTROL else None))
 
 
 def _human(size: int) -> str:
@@ -153,17 +183,42 @@ def _railcc_version() -> str:
         return "unknown"
 
 
-def _write_ports(path: Path, ports: list[PortInfo], sampler: PortSampler) -> None:
+def _rate_changes(topology: Topology, ports: list[PortInfo],
+                  faults: FaultInjector) -> dict[str, list[tuple[float, float]]]:
+    """Per switch port (dev) that a fault slowed or took down, its rate share over time."""
+    factors = faults.rate_factors()
+    faulted = {(end.node, end.port): factors[index] for index in factors
+               for end in topology.links[index].ends()}
+    return {port.dev: faulted[(port.node, port.port)] for port in ports
+            if (port.node, port.port) in faulted}
+
+
+def _capacity_at(capacity: float, changes: list[tuple[float, float]], when: float) -> float:
+    """A port's rate at ``when`` (time.time s), after the fault changes before it."""
+    share = 1.0
+    for at, factor in changes:
+        if at <= when:
+            share = factor
+    return capacity * share
+
+
+def _write_ports(path: Path, ports: list[PortInfo], sampler: PortSampler,
+                 changes: dict[str, list[tuple[float, float]]],
+                 paused: Callable[[str, float], float] | None = None) -> None:
+    """ports.csv; ``capacity_mbps`` is each sample's rate (a fault may slow or stop a link),
+    ``paused_s`` the time PFC had held the queue paused by then (``paused(dev, t)``)."""
     by_dev = {p.dev: p for p in ports}
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["time_s", "node", "port", "peer", "tier", "capacity_mbps", "sent_bytes",
-                         "sent_packets", "drops", "backlog_bytes"])
+                         "sent_packets", "drops", "backlog_bytes", "paused_s"])
         for dev, series in sorted(sampler.series.items()):
             info = by_dev[dev]
             for s in series:
+                capacity = _capacity_at(info.capacity_mbps, changes.get(dev, []), s.time)
                 writer.writerow([f"{s.time:.4f}", info.node, info.port, info.peer, info.tier,
-                                 info.capacity_mbps, s.sent_bytes, s.sent_packets, s.drops,
-                                 s.backlog_bytes])
+                                 round(capacity, 6), s.sent_bytes, s.sent_packets, s.drops,
+                                 s.backlog_bytes,
+                                 round(paused(dev, s.time), 4) if paused else 0])
 
 

@@ -68,6 +68,7 @@ def summary(topology: Topology) -> dict[str, Any]:
         "uplink_mbps": spec.fabric_mbps,
         "buffer_bytes": spec.buffer_bytes,
         "mtu": spec.mtu,
+        "flow_control": spec.flow_control,
         "oversubscription": oversubscription(topology),
     }
 

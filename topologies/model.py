@@ -126,6 +126,35 @@ class Topology:
             elif link.b.node == node:
                 yield link, link.b, link.a
 
+    def link_name(self, link: Link) -> str:
+        """A link's name: ``a-b``, with ``#k`` when several links join the same two nodes."""
+        twins = [other for other in self.links
+                 if {other.a.node, other.b.node} == {link.a.node, link.b.node}]
+        base = f"{link.a.node}-{link.b.node}"
+        return base if len(twins) == 1 else f"{base}#{twins.index(link) + 1}"
+
+    def find_link(self, name: str) -> int:
+        """Index in ``links`` of the link ``name`` names, either end first (ValueError why)."""
+        base, _, nth = name.partition("#")
+        ends = base.split("-")
+        if len(ends) != 2 or not all(ends) or (nth and not nth.isdigit()):
+            raise ValueError(f"not a link name like 't0r0-s1' or 't0r0-s1#2', got {name!r}")
+        for end in ends:
+            if end not in self._by_name:
+                raise ValueError(f"no node {end!r} in fabric {self.name}")
+        matches = [i for i, link in enumerate(self.links)
+                   if {link.a.node, link.b.node} == set(ends)]
+        if not matches:
+            raise ValueError(f"{ends[0]} and {ends[1]} are not linked in fabric {self.name} "
+                             f"(railcc topo show {self.name} --links lists the links)")
+        k = int(nth or 1)
+        if not 1 <= k <= len(matches):
+            raise ValueError(f"{base} has {len(matches)} parallel link(s), got #{k}")
+        if len(matches) > 1 and not nth:
+            raise ValueError(f"{base} has {len(matches)} parallel links: name one as "
+                             f"'{base}#1'..'{base}#{len(matches)}'")
+        return matches[k - 1]
+
     def tiers(self) -> list[str]:
         """Link tiers present, lower first."""
         order = ["host", "tor-spine", "tor-leaf", "leaf-spine"]

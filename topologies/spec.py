@@ -28,6 +28,10 @@ class TopologyError(ValueError):
     """An invalid fabric description; the message names the field."""
 
 
+#: What a full egress queue does: drop ("none") or pause its feeders ("pfc").
+FLOW_CONTROLS = ("none", "pfc")
+
+
 @dataclass(frozen=True)
 class FabricSpec:
     """What a multi-rail Clos fabric is made of (all rates in Mb/s)."""
@@ -53,6 +57,9 @@ class FabricSpec:
     uplink_mbps: float | None = None
     buffer_bytes: int = 90_000
     mtu: int = 9000
+    #: "none": a full egress buffer drops; "pfc": priority flow control pauses the
+    #: links feeding it instead (fabric.net.pfc).
+    flow_control: str = "none"
     description: str = ""
 
     @property
@@ -217,6 +224,7 @@ class FabricModel(Table):
     uplink_mbps: Annotated[float | None, Field(json_schema_extra={"exclusiveMinimum": 0})] = None
     buffer_bytes: int = 90_000
     mtu: Annotated[int, Range(576, 9000)] = 9000
+    flow_control: Annotated[str, Field(json_schema_extra={"enum": list(FLOW_CONTROLS)})] = "none"
     description: str = ""
 
     @field_validator("name")
@@ -227,6 +235,13 @@ class FabricModel(Table):
         if len(name) > 40:
             raise fault(f"must be at most 40 characters, got {len(name)}")
         return name
+
+    @field_validator("flow_control")
+    @classmethod
+    def _flow_control(cls, value: str) -> str:
+        if value not in FLOW_CONTROLS:
+            raise fault(f"must be one of {', '.join(FLOW_CONTROLS)}, got {value!r}")
+        return value
 
     @field_validator("tiers")
     @classmethod

@@ -1,15 +1,17 @@
 """`adaptive`: load-aware path choice with a global view, and rebalancing with hysteresis.
 
-Each announced flow goes on the equal-cost path whose busiest link would be
-least loaded with it, where a link's load is the larger of what the flows
-placed on it reserve (the NIC line rate each) and what port statistics last
-measured (traffic nobody announced counts too). Ties go to the lower total
-load, then to the first path in sorted order. Every poll, a link measured at
-``hot_fraction`` of its capacity or more that carries two or more flows sheds
-one of them to a path whose worst link would be at least ``margin`` (share of
-capacity) less loaded; a flow that moved stays put for ``cooldown_s`` (no
-flapping). Failed links are routed around as soon as the port-status event
-arrives (`controllers.algorithms.flow_routing`).
+Flows announced together are placed jointly, largest expected rate first
+(`controllers.algorithms.flow_routing`); each goes on the equal-cost path
+whose busiest link would be least loaded with it, where a link's load is the
+larger of what the flows placed on it are expected to send (their NICs' line
+rate shared with their other flows) and what port statistics last measured
+(traffic nobody announced counts too). Ties go to the lower total load, then
+to the first path in sorted order. Every poll, a fabric link (not a NIC's own
+link: no path choice relieves that) measured at ``hot_fraction`` of its
+capacity or more that carries two or more flows sheds one of them to a path
+whose worst link would be at least ``margin`` (share of capacity) less
+loaded; a flow that moved stays put for ``cooldown_s`` (no flapping). Failed
+links are routed around as soon as the port-status event arrives.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ class AdaptiveAlgorithm(FlowRoutingAlgorithm):
     name = "adaptive"
 
     def __init__(self, topology: Topology, seed: int = 0, hot_fraction: float = 0.9,
-                 margin: float = 0.25, cooldown_s: float = 1.0) -> None:
-        super().__init__(topology, seed)
+                 margin: float = 0.25, cooldown_s: float = 1.0, **batching: float) -> None:
+        super().__init__(topology, seed, **batching)
         if not 0 < hot_fraction <= 1:
             raise ValueError(f"hot_fraction: must be in (0, 1], got {hot_fraction}")
         self.hot_fraction = hot_fraction
@@ -44,11 +46,11 @@ class AdaptiveAlgorithm(FlowRoutingAlgorithm):
         # A link's load is max(reserved, measured); inlined: this runs for every
         # candidate path of every request.
         worst = total = 0.0
-        extra = flow.rate_mbps if flow else 0.0
+        extra = flow.demand_mbps if flow else 0.0
         key = flow.key if flow else None
-        link_load, measured, on_link = self.link_load, self.measured, self.on_link
+        demand, measured, on_link = self.link_demand, self.measured, self.on_link
         for link in path[1:-1]:  # the NIC links are the same on every candidate
-            reserved, seen = link_load.get(link, 0.0), measured.get(link, 0.0)
+            reserved, seen = demand.get(link, 0.0), measured.get(link, 0.0)
             if key is not None and key in on_link.get(link, ()):
                 reserved, seen = reserved - extra, seen - extra
             share = ((reserved if reserved > seen else seen) + extra) / self.capacity[link]
@@ -58,12 +60,15 @@ class AdaptiveAlgorithm(FlowRoutingAlgorithm):
         return (worst, total)
 
     def on_load(self, node: Node, measured: dict[LinkKey, float], now: float) -> list[Intent]:
-        """Move one flow off every hot link of this switch, where a clearly better path exists."""
+        """Move one flow off every hot fabric link of this switch, where a clearly better path
+        exists."""
         intents: list[Intent] = []
         for link, mbps in sorted(measured.items()):
             flows = self.on_link.get(link, set())
             if mbps < self.hot_fraction * self.capacity.get(link, float("inf")) or len(flows) < 2:
                 continue
+            if any(self.flows[key].path[-1] == link for key in flows):
+                continue  # a ToR's port to a NIC: every path of these flows ends on it
             movable = sorted((self.flows[key] for key in flows
                               if now - self.flows[key].moved_at >= self.cooldown_s),
                              key=lambda f: (-f.started, f.key))

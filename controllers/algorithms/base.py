@@ -44,3 +44,11 @@ class BaseAlgorithm:
     def packet_in(self, dpid: int, in_port: int, data: bytes, now: float) -> list[Intent]:
         """A switch punted a packet (ARP, in-band control)."""
         return []
+
+    def next_timer(self) -> float | None:
+        """When the algorithm wants `timer` called (monotonic s), or None."""
+        return None
+
+    def timer(self, now: float) -> list[Intent]:
+        """The time `next_timer` asked for came (maybe later)."""
+        return []

@@ -1,16 +1,21 @@
-"""Per-flow routing on top of ECMP: the shared core of `adaptive`, `proactive`, `reactive`.
+"""Per-flow routing on top of ECMP: the shared core of `adaptive` and `proactive`.
 
-NICs announce every flow (a QP's busy period) in-band before sending:
-FLOW_REQUEST (src, dst, bytes, UDP source port) and later FLOW_DONE
-(`controllers.core.inband`). For each request the algorithm picks one of the
-equal-cost paths (`choose_path`, overridden per algorithm), installs an exact
-5-tuple rule on every switch of the path but the last ToR (priority
-``PRIORITY_FLOW``, above the ECMP routes that still carry ACKs and unannounced
-traffic) and answers with a RATE_GRANT; the NIC sends only after the grant.
-A retransmitted request is answered again, never installed twice. When a
-fabric link goes down, every flow crossing it moves to another path at once
-(rules added downstream first, so no packet meets a missing rule).
-Subclasses react to flows arriving and leaving through `after_change`.
+NICs announce every flow (a QP's work of one round) in-band when it is loaded,
+before the round starts: FLOW_REQUEST (src, dst, bytes, UDP source port) and
+later FLOW_DONE (`controllers.core.inband`). Requests that arrive together (no
+more than ``batch_s`` apart, for at most ``batch_max_s``) are placed together:
+every flow's expected rate (its NICs' line rate shared with their other flows)
+is known before any path is chosen, and the flows take their paths largest
+expected rate first (then most bytes), each the equal-cost path
+`choose_path` picks given the ones placed before it (overridden per
+algorithm). Each flow gets an exact 5-tuple rule on every switch of its path
+but the last ToR (priority ``PRIORITY_FLOW``, above the ECMP routes that
+still carry ACKs and unannounced traffic) and a RATE_GRANT after the rules;
+the NIC sends only after the grant. A retransmitted request is answered
+again, never installed twice. When a fabric link goes down, every flow
+crossing it moves to another path at once (rules added downstream first, so
+no packet meets a missing rule). Subclasses react to flows arriving and
+leaving through `after_change`.
 """
 
 from __future__ import annotations
@@ -33,6 +38,15 @@ PRIORITY_PUNT = 300
 PRIORITY_FLOW = 280
 #: Rate changes smaller than this share are not worth a grant.
 GRANT_CHANGE = 0.01
+#: Requests no more than this apart are placed together (s): a round's loads reach
+#: the agents one after another (a few ms each), each announcing its QPs at once.
+BATCH_S = 0.02
+#: A batch is placed at the latest this long after its first request (s).
+BATCH_MAX_S = 0.1
+#: Flows that finish within this long of the first are re-allocated together (s): at
+#: the end of an All2All hundreds finish at once, and one re-grant round each would
+#: keep the controller busy for seconds.
+DONE_BATCH_S = 0.002
 
 Path = tuple[LinkKey, ...]
 
@@ -49,6 +63,8 @@ class Flow:
     started: float
     path: Path = ()
     rate_mbps: float = 0.0
+    #: Expected rate (Mb/s): its NICs' line rate shared with their other flows.
+    demand_mbps: float = 0.0
     moved_at: float = field(default=-1e9)
 
     @property
@@ -62,16 +78,30 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
 
     name = "flow-routing"
     uses_port_stats = True
+    #: A flow's rate is its expected rate (`proactive` allocates rates instead).
+    rates_follow_demand = True
 
-    def __init__(self, topology: Topology, seed: int = 0) -> None:
+    def __init__(self, topology: Topology, seed: int = 0, batch_s: float = BATCH_S,
+                 batch_max_s: float = BATCH_MAX_S) -> None:
         super().__init__(topology, seed)
+        if batch_s < 0 or batch_max_s < batch_s:
+            raise ValueError(f"batch_s, batch_max_s: need 0 <= batch_s <= batch_max_s, got "
+                             f"{batch_s}, {batch_max_s}")
+        self.batch_s = batch_s
+        self.batch_max_s = batch_max_s
+        #: Requests waiting to be placed together: key -> (flow, request seq).
+        self.pending: dict[tuple[str, int], tuple[Flow, int]] = {}
+        self.batch_started = 0.0
+        self.batch_due = 0.0
+        #: When `after_change` runs for flows that finished since it last ran (None: none).
+        self.change_due: float | None = None
         self.finder = PathFinder(topology, self.routes)
         self.capacity: dict[LinkKey, float] = capacities(topology)
         self.line_mbps = topology.spec.nic_mbps
         self.flows: dict[tuple[str, int], Flow] = {}
         self.on_link: dict[LinkKey, set[tuple[str, int]]] = {}
-        #: Sum of the rates of the flows on every directed link (Mb/s).
-        self.link_load: dict[LinkKey, float] = {}
+        #: Sum of the expected rates of the flows on every directed link (Mb/s).
+        self.link_demand: dict[LinkKey, float] = {}
         self.by_src: dict[str, set[tuple[str, int]]] = {}
         self.by_dst: dict[str, set[tuple[str, int]]] = {}
         self.down_keys: set[LinkKey] = set()
@@ -117,38 +147,88 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
         return []
 
     def flow_request(self, request: Any, now: float) -> list[Intent]:
-        """Place a new flow and grant it (a repeated request gets its grant again)."""
+        """Queue a new flow for the next batch (or place it now with ``batch_s`` 0); a
+        repeated request of a placed flow gets its grant again."""
         key = (request.src_ip, request.qp)
         flow = self.flows.get(key)
         if flow is not None:
             return [self.grant(flow, request.seq)]
+        if key in self.pending:
+            self.pending[key] = (self.pending[key][0], request.seq)
+            return []
         if self.finder.nic(request.src_ip) is None or self.finder.nic(request.dst_ip) is None:
             LOG.warning("%s: request for unknown NIC %s -> %s", self.name, request.src_ip,
                         request.dst_ip)
             return []
         flow = Flow(request.src_ip, request.dst_ip, request.qp, request.src_port,
                     request.size_bytes, now)
-        candidates = self.candidates(flow)
-        if not candidates:
-            LOG.warning("%s: no path %s -> %s", self.name, flow.src_ip, flow.dst_ip)
-            return []
-        flow.rate_mbps = self.estimate(flow)
-        flow.path = self.choose_path(flow, candidates, now)
-        self._attach(flow)
-        self.reestimate(flow)
-        intents: list[Intent] = list(self.rules(flow))
-        intents += self.after_change(now, new=flow)
-        intents.append(self.grant(flow, request.seq))
+        if not self.batch_s:
+            return self.place([(flow, request.seq)], now)
+        if not self.pending:
+            self.batch_started = now
+        self.pending[key] = (flow, request.seq)
+        self.batch_due = min(self.batch_started + self.batch_max_s, now + self.batch_s)
+        return []
+
+    def next_timer(self) -> float | None:
+        """When `timer` has work: the pending batch's placement or the deferred reaction to
+        finished flows, whichever is first (None: nothing)."""
+        dues = [due for due in (self.batch_due if self.pending else None, self.change_due)
+                if due is not None]
+        return min(dues) if dues else None
+
+    def timer(self, now: float) -> list[Intent]:
+        """Place the pending batch, or react to finished flows, if its time came."""
+        if self.pending and now >= self.batch_due:
+            batch, self.pending = list(self.pending.values()), {}
+            return self.place(batch, now)
+        if self.change_due is not None and now >= self.change_due:
+            self.change_due = None
+            return self.after_change(now)
+        return []
+
+    def place(self, batch: Sequence[tuple[Flow, int]], now: float) -> list[Intent]:
+        """Place flows announced together, jointly (see the module docstring): their rules,
+        `after_change`'s grants to the flows already running, then theirs."""
+        flows = [flow for flow, _ in batch]
+        for flow in flows:  # every NIC's share known before any path is chosen
+            self._attach(flow)
+        for flow in flows:
+            self.reestimate(flow)
+        placed: list[tuple[Flow, int]] = []
+        seqs = {flow.key: seq for flow, seq in batch}
+        for flow in sorted(flows, key=lambda f: (-f.demand_mbps, -f.size, f.key)):
+            self._detach(flow)
+            candidates = self.candidates(flow)
+            if not candidates:
+                LOG.warning("%s: no path %s -> %s", self.name, flow.src_ip, flow.dst_ip)
+                self.reestimate(flow)
+                continue
+            flow.path = self.choose_path(flow, candidates, now)
+            self._attach(flow)
+            placed.append((flow, seqs[flow.key]))
+        intents: list[Intent] = [rule for flow, _ in placed for rule in self.rules(flow)]
+        self.change_due = None
+        intents += self.after_change(now, new=[flow for flow, _ in placed])
+        intents += [self.grant(flow, seq) for flow, seq in placed]
+        LOG.info("%s: placed %d flow(s) together (%d active), %d intents", self.name,
+                 len(placed), len(self.flows), len(intents))
         return intents
 
     def flow_done(self, done: Any, now: float) -> list[Intent]:
         """Forget a finished flow and remove its rules."""
+        if self.pending.pop((done.src_ip, done.qp), None) is not None:
+            return []
         flow = self.flows.get((done.src_ip, done.qp))
         if flow is None:
             return []
         self._detach(flow)
         self.reestimate(flow)
-        return self.rules(flow, command="delete") + self.after_change(now)
+        if not self.batch_s:
+            return self.rules(flow, command="delete") + self.after_change(now)
+        if self.change_due is None:
+            self.change_due = now + DONE_BATCH_S
+        return self.rules(flow, command="delete")
 
     def estimate(self, flow: Flow) -> float:
         """Expected rate of ``flow`` (Mb/s): its NICs' line rate shared with their other flows."""
@@ -158,10 +238,13 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
         return self.line_mbps / max(1, senders, receivers)
 
     def reestimate(self, flow: Flow) -> None:
-        """Refresh the expected rates of the flows sharing a NIC with ``flow`` (it came or went)."""
+        """Refresh the expected rates of the flows sharing a NIC with ``flow`` (it came or
+        went), and their rates where rates follow them."""
         for key in self.by_src.get(flow.src_ip, set()) | self.by_dst.get(flow.dst_ip, set()):
             other = self.flows[key]
-            self.set_rate(other, self.estimate(other))
+            self.set_demand(other, self.estimate(other))
+            if self.rates_follow_demand:
+                self.set_rate(other, other.demand_mbps)
 
     def grant(self, flow: Flow, seq: int = 0) -> PacketOut:
         """A RATE_GRANT of the flow's current rate, out of its NIC's ToR port."""
@@ -195,10 +278,10 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
         return min(candidates, key=lambda path: self.path_cost(path, flow))
 
     def path_cost(self, path: Path, flow: Flow | None = None) -> tuple[float, float]:
-        """(worst, total) load as shares of capacity of the switch links of ``path`` (the NIC
-        links are the same on every candidate) if ``flow`` ran on it at its rate."""
+        """(worst, total) expected load as shares of capacity of the switch links of ``path``
+        (the NIC links are the same on every candidate) if ``flow`` ran on it."""
         worst = total = 0.0
-        extra = flow.rate_mbps if flow else 0.0
+        extra = flow.demand_mbps if flow else 0.0
         for link in path[1:-1]:
             share = (self.reserved(link, exclude=flow) + extra) / self.capacity[link]
             total += share
@@ -207,25 +290,30 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
         return (worst, total)
 
     def reserved(self, link: LinkKey, exclude: Flow | None = None) -> float:
-        """Sum of the rates of the flows placed on ``link`` (Mb/s), ``exclude`` left out."""
-        load = self.link_load.get(link, 0.0)
+        """Sum of the expected rates of the flows placed on ``link`` (Mb/s), ``exclude`` left
+        out."""
+        load = self.link_demand.get(link, 0.0)
         if exclude is not None and exclude.key in self.on_link.get(link, ()):
-            load -= exclude.rate_mbps
+            load -= exclude.demand_mbps
         return load
 
     def set_rate(self, flow: Flow, mbps: float) -> None:
-        """Change a flow's rate, keeping the reserved load of its links in step."""
+        """Change the rate a flow is granted (placement reads expected rates, not these)."""
+        flow.rate_mbps = mbps
+
+    def set_demand(self, flow: Flow, mbps: float) -> None:
+        """Change a flow's expected rate, keeping the expected load of its links in step."""
         if flow.key in self.flows:
             for link in flow.path:
-                self.link_load[link] = self.link_load.get(link, 0.0) + mbps - flow.rate_mbps
-        flow.rate_mbps = mbps
+                self.link_demand[link] = self.link_demand.get(link, 0.0) + mbps - flow.demand_mbps
+        flow.demand_mbps = mbps
 
     def _attach(self, flow: Flow) -> None:
         self.flows[flow.key] = flow
         self.by_src.setdefault(flow.src_ip, set()).add(flow.key)
         self.by_dst.setdefault(flow.dst_ip, set()).add(flow.key)
         for link in flow.path:
-            self.link_load[link] = self.link_load.get(link, 0.0) + flow.rate_mbps
+            self.link_demand[link] = self.link_demand.get(link, 0.0) + flow.demand_mbps
             self.on_link.setdefault(link, set()).add(flow.key)
 
     def _detach(self, flow: Flow) -> None:
@@ -234,7 +322,7 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
         self.by_src[flow.src_ip].discard(flow.key)
         self.by_dst[flow.dst_ip].discard(flow.key)
         for link in flow.path:
-            self.link_load[link] -= flow.rate_mbps
+            self.link_demand[link] -= flow.demand_mbps
             self.on_link[link].discard(flow.key)
 
     def move(self, flow: Flow, path: Path, now: float) -> list[Intent]:
@@ -269,8 +357,8 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
                  link.a.port, link.b.node, link.b.port, moved)
         return intents + self.after_change(now)
 
-    def after_change(self, now: float, new: Flow | None = None) -> list[Intent]:
-        """Hook: flows arrived, left or moved (``new`` is being granted by the caller)."""
+    def after_change(self, now: float, new: Sequence[Flow] = ()) -> list[Intent]:
+        """Hook: flows arrived, left or moved (``new`` are being granted by the caller)."""
         return []
 
     # -- measured load ----------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 from controllers.algorithms.adaptive import AdaptiveAlgorithm
 from controllers.algorithms.ecmp import EcmpAlgorithm
 from controllers.algorithms.proactive import ProactiveAlgorithm
-from controllers.algorithms.reactive import ReactiveAlgorithm
+from controllers.algorithms.dcqcn import DcqcnAlgorithm
 from controllers.core.events import PortCounters
 from controllers.core.intents import Intent
 from topologies.model import Link, Topology
@@ -45,12 +45,23 @@ class Algorithm(Protocol):
     def packet_in(self, dpid: int, in_port: int, data: bytes, now: float) -> list[Intent]:
         """A switch punted a packet (ARP, in-band control)."""
 
+    def next_timer(self) -> float | None:
+        """When the algorithm wants `timer` called (monotonic s), or None."""
+
+    def timer(self, now: float) -> list[Intent]:
+        """The time `next_timer` asked for came (maybe later)."""
+
 
 #: Algorithm name -> class taking ``(topology, **options)``.
 ALGORITHMS: dict[str, type] = {"ecmp": EcmpAlgorithm, "adaptive": AdaptiveAlgorithm,
-                               "proactive": ProactiveAlgorithm, "reactive": ReactiveAlgorithm}
+                               "proactive": ProactiveAlgorithm, "dcqcn": DcqcnAlgorithm,
+                               "reactive": DcqcnAlgorithm}
+#: Other names of an algorithm (not run twice when every algorithm is asked for).
+ALIASES = {"reactive": "dcqcn"}
 #: Algorithms whose NICs announce every flow in-band and wait for a grant before sending.
-ANNOUNCING = frozenset({"adaptive", "proactive", "reactive"})
+ANNOUNCING = frozenset({"adaptive", "proactive"})
+#: Algorithms whose NICs run congestion control themselves (DCQCN, fabric/nic/dcqcn.py).
+NIC_CONGESTION_CONTROL = frozenset({"dcqcn", "reactive"})
 
 
 class UnknownAlgorithm(ValueError):

@@ -122,6 +122,19 @@ def clear_switch(datapath: Any) -> list[Any]:
     ]
 
 
+def flow_key(table_id: int, priority: int, match: Any) -> tuple:
+    """What identifies a flow entry in OpenFlow: its table, priority and match."""
+    return (table_id, priority, tuple(sorted(match.items(), key=lambda item: item[0])))
+
+
+def delete_strict(datapath: Any, flow: Any) -> Any:
+    """OFPFlowMod deleting exactly one flow entry a switch reported (a flow-stats entry)."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    return parser.OFPFlowMod(datapath, table_id=flow.table_id, command=ofp.OFPFC_DELETE_STRICT,
+                             priority=flow.priority, match=flow.match, out_port=ofp.OFPP_ANY,
+                             out_group=ofp.OFPG_ANY)
+
+
 def to_ofmsgs(datapath: Any, intents: Iterable[Intent], salt: int = 0) -> list[Any]:
     """OpenFlow messages for the intents aimed at this datapath, in order (others are skipped)."""
     dpid = datapath.id

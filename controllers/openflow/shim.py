@@ -12,6 +12,11 @@ the ready file is rewritten atomically (tmp + rename) as JSON::
      "errors": 0}                      # OFPErrorMsg received so far
 
 Every OpenFlow error is logged at ERROR with ``OFPErrorMsg`` in the line.
+
+Switch and port events are also appended, one JSON object a line, to
+``controller-events.jsonl`` beside the ready file: ``{"t_ns": time.time_ns(),
+"event": "connected" | "configured" | "disconnected" | "port", "switch": name,
+"port": n, "up": bool}``; recovery figures read when the controller noticed a fault.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import functools
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +40,8 @@ from os_ken.ofproto import ofproto_v1_3
 
 from controllers.algorithms.registry import make_algorithm
 from controllers.core.events import PortCounters
-from controllers.core.intents import Intent
-from controllers.openflow.ofmsgs import to_ofmsgs
+from controllers.core.intents import ClearSwitch, Intent
+from controllers.openflow.ofmsgs import delete_strict, flow_key, to_ofmsgs
 from controllers.core.routing import FabricMap
 from topologies.export import load_json
 
@@ -63,11 +69,14 @@ def configure(config: ShimConfig) -> None:
 
 
 def guarded(handler: Callable) -> Callable:
-    """Log a handler's exception instead of letting it end os-ken's event loop thread."""
+    """Run a handler holding the algorithm's lock (the event loop and the algorithm's timer
+    are two threads of os-ken's hub: one at a time touches the algorithm); log its
+    exception instead of letting it end os-ken's event loop thread."""
     @functools.wraps(handler)
     def wrapper(self: Any, ev: Any) -> None:
         try:
-            handler(self, ev)
+            with self.lock:
+                handler(self, ev)
         except Exception:  # noqa: BLE001 - os-ken's native hub would silently stop the app
             LOG.exception("controller: handler %s failed on %s", handler.__name__,
                           type(ev).__name__)
@@ -104,7 +113,16 @@ class RailccController(app_manager.OSKenApp):
         self.datapaths: dict[int, Any] = {}
         self.configured: set[int] = set()
         self.barriers: dict[int, int] = {}
+        #: A connecting switch's program, kept until its flows are read (on_flow_stats).
+        self.programs: dict[int, list[Intent]] = {}
+        self.held_flows: dict[int, list[Any]] = {}
         self.errors = 0
+        #: The experiment seed: every switch's hash basis derives from it (ofmsgs).
+        self.hash_salt = int(CONFIG.options.get("seed", 0))
+        self.timer_due: float | None = None
+        self.timer_generation = 0
+        #: One of the event loop and the timer thread at a time runs the algorithm.
+        self.lock = threading.RLock()
         self.write_ready()
         LOG.info("controller: algorithm %s on topology %s (%d switches)", self.algorithm.name,
                  self.topology.name, len(self.fabric.switch_by_dpid))
@@ -119,15 +137,48 @@ class RailccController(app_manager.OSKenApp):
         return thread
 
     def send_intents(self, intents: list[Intent]) -> None:
-        """Convert intents to messages and send each to its switch, in order."""
+        """Convert intents to messages and send each to its switch, in order; then arm the
+        algorithm's timer if it asks for one sooner than the armed one."""
+        self._send(intents)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        due = self.algorithm.next_timer()
+        if due is None or (self.timer_due is not None and self.timer_due <= due):
+            return
+        self.timer_due = due
+        self.timer_generation += 1
+        hub.spawn_after(max(0.0, due - time.monotonic()), self._on_timer, self.timer_generation)
+
+    def _on_timer(self, generation: int) -> None:
+        with self.lock:
+            if generation != self.timer_generation:
+                return  # re-armed sooner
+            self.timer_due = None
+            try:
+                self._send(self.algorithm.timer(time.monotonic()))
+            except Exception:  # noqa: BLE001 - as `guarded`: log, keep the controller alive
+                LOG.exception("controller: algorithm timer failed")
+            self._arm_timer()
+
+    def _send(self, intents: list[Intent]) -> None:
         for dpid in dict.fromkeys(intent.dpid for intent in intents):
             datapath = self.datapaths.get(dpid)
             if datapath is None:
                 LOG.warning("controller: dpid %#x not connected; %d intent(s) dropped", dpid,
                             sum(i.dpid == dpid for i in intents))
                 continue
-            for message in to_ofmsgs(datapath, intents):
+            for message in to_ofmsgs(datapath, intents, self.hash_salt):
                 datapath.send_msg(message)
+
+    def record(self, event: str, dpid: int, **fields: Any) -> None:
+        """Append one switch or port event to controller-events.jsonl (see the module doc)."""
+        if self.config.ready_file is None:
+            return
+        line = json.dumps({"t_ns": time.time_ns(), "event": event, "switch": self._name(dpid),
+                           **fields})
+        with open(Path(self.config.ready_file).with_name("controller-events.jsonl"), "a") as f:
+            f.write(line + "\n")
 
     def write_ready(self) -> None:
         """Atomically rewrite the ready file with the configured switches."""
@@ -159,13 +210,46 @@ class RailccController(app_manager.OSKenApp):
             LOG.error("controller: switch dpid %#x is not in topology %s; ignored", dpid,
                       self.topology.name)
             return
-        intents = self.algorithm.switch_up(dpid, time.monotonic())
-        self.send_intents(intents)
+        self.record("connected", dpid)
+        # Re-sync, never flush: read what the switch holds (it kept forwarding while no
+        # controller was there), then remove only what the program no longer has.
+        self.programs[dpid] = self.algorithm.switch_up(dpid, time.monotonic())
+        self.held_flows[dpid] = []
+        parser, ofp = datapath.ofproto_parser, datapath.ofproto
+        datapath.send_msg(parser.OFPFlowStatsRequest(datapath, table_id=ofp.OFPTT_ALL))
+        LOG.info("controller: switch %s dpid %#x connected; reading its flows",
+                 self._name(dpid), dpid)
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    @guarded
+    def on_flow_stats(self, ev: Any) -> None:
+        """The flows a connecting switch holds: send its program, delete what the program
+        no longer has (before the program, so a flow keyed differently is replaced, not
+        lost), then a barrier."""
+        msg = ev.msg
+        datapath, dpid = msg.datapath, msg.datapath.id
+        if dpid not in self.programs:
+            return
+        self.held_flows[dpid] += list(msg.body)
+        if msg.flags & datapath.ofproto.OFPMPF_REPLY_MORE:
+            return
+        intents = [i for i in self.programs.pop(dpid) if not isinstance(i, ClearSwitch)]
+        held = self.held_flows.pop(dpid)
+        program = to_ofmsgs(datapath, intents, self.hash_salt)
+        wanted = {flow_key(m.table_id, m.priority, m.match) for m in program
+                  if hasattr(m, "table_id")}
+        stale = [f for f in held if flow_key(f.table_id, f.priority, f.match) not in wanted]
+        for flow in stale:
+            datapath.send_msg(delete_strict(datapath, flow))
+        for message in program:
+            datapath.send_msg(message)
+        self._arm_timer()
         barrier = datapath.ofproto_parser.OFPBarrierRequest(datapath)
         self.barriers[dpid] = datapath.set_xid(barrier)
         datapath.send_msg(barrier)
-        LOG.info("controller: switch %s dpid %#x connected; %d intents sent", self._name(dpid),
-                 dpid, len(intents))
+        LOG.info("controller: switch %s dpid %#x: %d intents sent; it held %d flows, %d kept, "
+                 "%d stale removed", self._name(dpid), dpid, len(intents), len(held),
+                 len(held) - len(stale), len(stale))
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     @guarded
@@ -177,6 +261,7 @@ class RailccController(app_manager.OSKenApp):
         del self.barriers[dpid]
         self.configured.add(dpid)
         self.write_ready()
+        self.record("configured", dpid)
         LOG.info("controller: switch %s dpid %#x configured (%d/%d)", self._name(dpid), dpid,
                  len(self.configured), len(self.fabric.switch_by_dpid))
 
@@ -192,9 +277,12 @@ class RailccController(app_manager.OSKenApp):
             return
         del self.datapaths[dpid]
         self.barriers.pop(dpid, None)
+        self.programs.pop(dpid, None)  # gone before its flows were read
+        self.held_flows.pop(dpid, None)
         self.configured.discard(dpid)
         self.write_ready()
         self.algorithm.switch_down(dpid, time.monotonic())
+        self.record("disconnected", dpid)
         LOG.warning("controller: switch %s dpid %#x disconnected", self._name(dpid), dpid)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [HANDSHAKE_DISPATCHER, CONFIG_DISPATCHER,
@@ -232,6 +320,7 @@ class RailccController(app_manager.OSKenApp):
               and not desc.config & ofp.OFPPC_PORT_DOWN)
         node = self.fabric.switch(msg.datapath.id)
         peer = self.fabric.peer(node.name, desc.port_no) if node else None
+        self.record("port", msg.datapath.id, port=desc.port_no, up=up)
         LOG.info("controller: port %s:%s %s (reason=%s config=%#x state=%#x)",
                  self._name(msg.datapath.id), desc.port_no, "up" if up else "down", msg.reason,
                  desc.config, desc.state)

@@ -93,7 +93,7 @@ def heatmaps(ab: dict[str, Any], out_dir: Path) -> dict[str, Path]:
         run_dir = out_dir / record["dir"]
         path = run_dir / "utilization_heatmap.png"
         if not path.exists() and (run_dir / "ports.csv").exists():
-            path = plots.utilization_heatmap(load_run(run_dir), run_dir)
+            path = plots.utilization_heatmap(load_run(run_dir), {}, run_dir)
         if path is not None and path.exists():
             made[algorithm] = path
     return made

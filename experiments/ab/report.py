@@ -86,11 +86,20 @@ def render(ab: dict[str, Any], out_dir: Path) -> str:
              f"finished {ab['finished']}.", "", "Reproduce with:", "", "```",
              ab["command"], "```", "", "## Results", "", *ab_table.markdown_table(ab), "",
              ab_table.caption(ab), "Efficiency = busbw / line rate, per run the mean over its "
-             "rows; loss, retransmits, delay, queue, utilization: per-run figures averaged over "
-             "runs (definitions: docs/ab.md).", "",
+             "rows weighted by their bytes; loss, retransmits, delay, queue, utilization: "
+             "per-run figures averaged over runs (definitions: docs/ab.md)."
+             + _ceiling(ab), "",
+             "## Efficiency per job and size (trusted runs, mean [95 % CI])", "",
+             *ab_table.job_table(ab), "",
              "## CCT per job and size (ms, trusted iterations pooled)", "",
              *ab_table.cct_table(ab), "", *_trust(ab), "", *_plots(ab, out_dir), "", *_runs(ab)]
     return "\n".join(lines) + "\n"
+
+
+def _ceiling(ab: dict[str, Any]) -> str:
+    ceiling = ab.get("wire_ceiling")
+    return ("" if ceiling is None else f" No NIC can exceed the wire-overhead ceiling of "
+            f"{100 * ceiling:.2f} % (message bytes per link byte of a full frame).")
 
 
 def write_report(out_dir: Path | str, ab: dict[str, Any]) -> Path:

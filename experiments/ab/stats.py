@@ -2,7 +2,9 @@
 per-algorithm aggregates and deltas against a baseline (pure functions, no root).
 
 Per run (one summary.json; definitions in docs/ab.md):
-- ``efficiency``: unweighted mean of its rows' ``efficiency`` (busbw / line rate).
+- ``efficiency``: mean of its rows' ``efficiency`` (busbw / line rate) weighted by the
+  bytes of each row's messages (``metrics.weighted_efficiency``); each row's own is kept
+  in ``job_efficiency``.
 - ``loss_pct``, ``retransmits``: ``loss.loss_pct``, ``loss.retransmits``.
 - ``delay_p99_ms``: ``delay_ms.p99`` (one-way packet delay of the whole run).
 - ``queue_p99_bytes``: p99 backlog of the run's hottest egress queue
@@ -59,7 +61,6 @@ def cct_key(row: dict[str, Any]) -> str:
 
 def run_metrics(summary: dict[str, Any]) -> dict[str, float | None]:
     """The per-run figures of `METRICS` from one summary.json (None when absent)."""
-    efficiencies = [r["efficiency"] for r in summary.get("rows", []) if r["efficiency"] is not None]
     loss = summary.get("loss") or {}
     delay = summary.get("delay_ms") or {}
     ports = (summary.get("queues") or {}).get("ports", {})
@@ -68,7 +69,7 @@ def run_metrics(summary: dict[str, Any]) -> dict[str, float | None]:
     links = sum(t["links"] for t in fabric.values())
     uplinks = util.get("uplink_imbalance", {})
     return {
-        "efficiency": sum(efficiencies) / len(efficiencies) if efficiencies else None,
+        "efficiency": metrics.weighted_efficiency(summary.get("rows", [])),
         "loss_pct": loss.get("loss_pct"), "retransmits": loss.get("retransmits"),
         "delay_p99_ms": delay.get("p99"),
         "queue_p99_bytes": max((p["p99_backlog_bytes"] for p in ports.values()), default=None),
@@ -89,6 +90,8 @@ def run_record(algorithm: str, rep: int, seed: int, folder: str,
     return {**record, "status": TRUSTED if trusted else UNTRUSTED,
             "reasons": [] if trusted else list(summary.get("fidelity", {}).get("reasons", [])),
             "metrics": run_metrics(summary),
+            "job_efficiency": {cct_key(r): r["efficiency"] for r in summary.get("rows", [])
+                               if r.get("efficiency") is not None},
             "cct_ms": {cct_key(r): list(r.get("cct_ms", [])) for r in summary.get("rows", [])}}
 
 
@@ -109,11 +112,17 @@ def aggregate_algorithm(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "mean": ci[0], "low": ci[1], "high": ci[2],
             "n": sum(r["metrics"][name] is not None for r in trusted)}
     keys = dict.fromkeys(key for r in records for key in r["cct_ms"])
+    jobs = dict.fromkeys(key for r in trusted for key in r.get("job_efficiency", {}))
+    job_figures = {}
+    for key in jobs:
+        ci = bootstrap_ci(r["job_efficiency"][key] for r in trusted
+                          if key in r.get("job_efficiency", {}))
+        job_figures[key] = None if ci is None else {"mean": ci[0], "low": ci[1], "high": ci[2]}
     return {"runs": len(records), "trusted": len(trusted),
             "trusted_label": f"{len(trusted)}/{len(records)}",
             "untrusted": sum(r["status"] == UNTRUSTED for r in records),
             "failed": sum(r["status"] == FAILED for r in records),
-            "metrics": figures,
+            "metrics": figures, "job_efficiency": job_figures,
             "cct_ms": {key: _tail([c for r in trusted for c in r["cct_ms"].get(key, [])])
                        for key in keys},
             "excluded": [{"rep": r["rep"], "seed": r["seed"], "dir": r["dir"],

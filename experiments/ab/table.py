@@ -81,6 +81,21 @@ def markdown_table(ab: dict[str, Any]) -> list[str]:
     return lines + ["| " + " | ".join(cells) + " |" for cells in rows(ab)]
 
 
+def job_table(ab: dict[str, Any]) -> list[str]:
+    """Markdown: efficiency per (job, S) and algorithm, mean over trusted runs with its CI."""
+    keys = list(dict.fromkeys(k for a in ab["algorithms"]
+                              for k in ab["results"][a].get("job_efficiency", {})))
+    if not keys:
+        return ["No trusted efficiency."]
+    lines = ["| job, S | " + " | ".join(ab["algorithms"]) + " |",
+             "|---|" + "---:|" * len(ab["algorithms"])]
+    for key in keys:
+        cells = [_efficiency(ab["results"][a].get("job_efficiency", {}).get(key))
+                 for a in ab["algorithms"]]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def cct_table(ab: dict[str, Any]) -> list[str]:
     """Markdown: CCT p50 / p99 (ms) per (job, S) and algorithm, pooled trusted iterations."""
     keys = list(dict.fromkeys(k for a in ab["algorithms"] for k in ab["results"][a]["cct_ms"]))

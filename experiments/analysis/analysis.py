@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from experiments.analysis import metrics
+from experiments.analysis.diagnosis import diagnose
+from experiments.analysis.recovery import recovery
 from experiments.workload.spec import DEFAULT_DTYPE, DTYPES, DType
 from fabric.measure import fidelity
 from topologies.export import load_json
@@ -87,14 +89,22 @@ class Run:
     fidelity: dict[str, Any] | None
 
     def done_ns(self, message_id: int) -> int | None:
-        """When message ``message_id`` was fully delivered, or None."""
+        """When message ``message_id`` was fully delivered, or None (not yet whole: a run
+        that failed keeps partial deliveries)."""
         row = self.deliveries.get(message_id)
-        return None if row is None or row["last_ns"] <= 0 else int(row["last_ns"])
+        if row is None or not row["last_ns"] or row["last_ns"] <= 0:
+            return None
+        sent = self.messages.get(message_id)
+        if sent is not None and row["bytes"] < sent["size"]:
+            return None
+        return int(row["last_ns"])
 
     def completion_ms(self, message_id: int) -> float | None:
         """Start-to-delivered time of one message in ms, or None when not delivered."""
         done, sent = self.done_ns(message_id), self.messages.get(message_id)
-        return None if done is None or sent is None else (done - sent["start_ns"]) / 1e6
+        if done is None or sent is None or sent["start_ns"] is None:
+            return None
+        return (done - sent["start_ns"]) / 1e6
 
 
 def read_csv(path: Path) -> list[dict[str, Any]]:
@@ -106,6 +116,8 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
 
 
 def _number(text: str) -> Any:
+    if text == "":
+        return None  # a message never sent or never acknowledged (a run that failed)
     for kind in (int, float):
         try:
             return kind(text)
@@ -197,19 +209,22 @@ def _row(run: Run, job: str, size: int, entries: list[dict[str, Any]],
         done = [run.done_ns(i) for i in ids]
         if all(d is not None for d in done) and all(i in run.messages for i in ids):
             ccts.append((max(done) - min(run.messages[i]["start_ns"] for i in ids)) / 1e6)
-    sent = [run.messages[e["id"]] for e in entries if e["id"] in run.messages]
+    sent = [run.messages[e["id"]] for e in entries
+            if e["id"] in run.messages and run.messages[e["id"]]["start_ns"] is not None]
     done_all = [d for d in (run.done_ns(e["id"]) for e in entries) if d is not None]
     start_ns = min((m["start_ns"] for m in sent), default=0)
-    end_ns = max(done_all + [m["acked_ns"] for m in sent], default=start_ns)
+    end_ns = max(done_all + [m["acked_ns"] for m in sent if m["acked_ns"] is not None],
+                 default=start_ns)
     window_packets = sum(m["packets"] for m in run.messages.values()
-                         if start_ns <= m["start_ns"] <= end_ns)
+                         if m["start_ns"] is not None and start_ns <= m["start_ns"] <= end_ns)
     drops = switch_drops(run, start_ns / 1e9, end_ns / 1e9) if sent else 0
     row: dict[str, Any] = {
         "job": job, "collective": kind, "ranks": len(ranks), "rails": len(rails), "size": size,
         "count": size // dtype.bytes, "type": dtype.nccl_name, "iterations": len(by_iteration),
         "iterations_complete": len(ccts), "cct_ms": ccts,
         "time_ms": sum(ccts) / len(ccts) if ccts else None,
-        "messages": len(entries), "incomplete": len(entries) - len(done_all),
+        "messages": len(entries), "bytes": sum(int(e["size"]) for e in entries),
+        "incomplete": len(entries) - len(done_all),
         "packets": sum(m["packets"] for m in sent),
         "retransmits": sum(m["retransmits"] for m in sent),
         "timeouts": sum(m["timeouts"] for m in sent), "naks": sum(m["naks"] for m in sent),
@@ -279,11 +294,32 @@ def run_loss(run: Run) -> dict[str, Any]:
             "retransmit_pct": 100 * retransmits / sent if sent else 0.0}
 
 
+def read_pfc(run_dir: Path) -> dict[str, Any] | None:
+    """pfc.json of a run (None when PFC was off)."""
+    path = Path(run_dir) / "pfc.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def flow_control(kind: str, pfc: dict[str, Any] | None) -> dict[str, Any]:
+    """What the fabric did with a full queue and, under PFC, its pauses: totals, the loop's
+    timing and cost, and the most paused gates."""
+    if not pfc:
+        return {"kind": kind}
+    top = sorted(pfc["gates"].items(), key=lambda item: -item[1]["paused_ms"])[:8]
+    keys = ("pause_events", "paused_ms", "watchdog_resumes", "cycles", "period_ms",
+            "late_fraction", "lateness_p99_ms", "cpu_s", "seconds", "feeder_reads",
+            "structural_pauses")
+    return {"kind": kind, **{k: pfc.get(k) for k in keys},
+            "most_paused": [{"gate": g, **v} for g, v in top]}
+
+
 def analyze(run_dir: Path | str) -> dict[str, Any]:
     """Compute every metric of a run folder and write its summary.json."""
     run = load_run(run_dir)
     delays_ms = [d["delay_ns"] / 1e6 for d in run.delays]
-    verdict = fidelity.judge(run.fidelity, run.ports, run.counters, delays_ms, run.topology.spec)
+    pfc = read_pfc(run.path)
+    verdict = fidelity.judge(run.fidelity, run.ports, run.counters, delays_ms, run.topology.spec,
+                             fidelity.read_faults(run.path), pfc)
     delay = _tail_ms(delays_ms)
     balance = verdict.checks["conservation"] if verdict.checks else \
         fidelity.packet_balance(run.counters)
@@ -292,12 +328,16 @@ def analyze(run_dir: Path | str) -> dict[str, Any]:
         "run": {"name": run.manifest.get("spec", {}).get("name", run.path.name),
                 "algorithm": run.manifest.get("algorithm"), "seed": run.manifest.get("seed"),
                 "started": run.manifest.get("started"), "topology": run.topology.name,
-                "nic_mbps": run.topology.spec.nic_mbps},
+                "nic_mbps": run.topology.spec.nic_mbps,
+                "wire_ceiling": metrics.wire_ceiling(run.topology.spec.mtu)},
         "trusted": verdict.trusted, "fidelity": verdict.to_dict(),
         "rows": job_rows(run), "loss": run_loss(run),
         "delay_ms": delay,
         "completion_ms": _tail_ms(completions),
         "utilization": utilization(run), "queues": queues(run),
-        "conservation": balance}
+        "conservation": balance,
+        "faults": recovery(run.path, run.delays, run.messages, run.transfers),
+        "flow_control": flow_control(run.topology.spec.flow_control, pfc),
+        "diagnosis": diagnose(run)}
     (run.path / SUMMARY).write_text(json.dumps(summary, indent=1))
     return summary

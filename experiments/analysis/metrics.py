@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,23 @@ def algbw(size_bytes: float, seconds: float) -> float:
 def busbw(size_bytes: float, seconds: float, kind: str, ranks: int) -> float:
     """nccl-tests bus bandwidth: algbw x the collective's factor, in bytes/s."""
     return algbw(size_bytes, seconds) * busbw_factor(kind, ranks)
+
+
+def wire_ceiling(mtu: int) -> float:
+    """Highest efficiency a NIC can reach: message bytes / link bytes of a full data frame
+    (the RoCEv2 headers of fabric.nic.wire and the Ethernet header htb counts)."""
+    from fabric.nic import wire
+    from fabric.nic.pacing import wire_bytes
+    return wire.max_padding(mtu) / wire_bytes(mtu)
+
+
+def weighted_efficiency(rows: Iterable[Mapping[str, Any]]) -> float | None:
+    """Efficiency over jobs weighted by the bytes each row's messages carried (rows without
+    an efficiency are left out; None when none has one)."""
+    pairs = [(row["efficiency"], row.get("bytes", 1)) for row in rows
+             if row.get("efficiency") is not None]
+    total = sum(weight for _, weight in pairs)
+    return sum(e * weight for e, weight in pairs) / total if total else None
 
 
 def efficiency(busbw_bytes_per_s: float, nic_mbps: float, rails: int = 1) -> float:

@@ -79,7 +79,18 @@ def delay_cdf(run: Run, out_dir: Path) -> Path | None:
     return cdf(values, "One-way packet delay", "ms", out_dir / "delay_cdf.png")
 
 
-def utilization_heatmap(run: Run, out_dir: Path) -> Path | None:
+def mark_faults(ax: Any, summary: dict[str, Any], t0: float) -> None:
+    """A dashed red line at each executed fault, labelled with its kind and target."""
+    for fault in summary.get("faults", []):
+        if fault.get("executed"):
+            at = fault["t0_ns"] / 1e9 - t0
+            ax.axvline(at, color="red", linestyle="--", linewidth=1)
+            ax.annotate(f"{fault['kind']} {fault['target']}", (at, 0), xycoords=(
+                "data", "axes fraction"), rotation=90, fontsize=7, color="red",
+                va="bottom", ha="right")
+
+
+def utilization_heatmap(run: Run, summary: dict[str, Any], out_dir: Path) -> Path | None:
     """Link x time utilization; rows are egress queues grouped by tier."""
     series = port_series(run)
     times = [r["time_s"] for rows in series.values() for r in rows]
@@ -114,6 +125,7 @@ def utilization_heatmap(run: Run, out_dir: Path) -> Path | None:
     ax.set_yticks(ticks, labels)
     ax.set_xlabel("time (s)")
     ax.set_title("Link utilization (egress queues, grouped by tier)")
+    mark_faults(ax, summary, t0)
     fig.colorbar(image, ax=ax, label="utilization")
     return _save(fig, out_dir / "utilization_heatmap.png")
 
@@ -133,6 +145,7 @@ def queue_depth(run: Run, summary: dict[str, Any], out_dir: Path) -> Path | None
     ax.set_xlabel("time (s)")
     ax.set_ylabel("queue backlog (kB)")
     ax.set_title(f"Queue depth of the {len(hottest)} hottest ports")
+    mark_faults(ax, summary, t0)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, out_dir / "queues.png")
@@ -143,6 +156,6 @@ def all_plots(run: Run, summary: dict[str, Any], out_dir: Path) -> dict[str, Pat
     made = {"busbw": busbw_vs_size(summary, out_dir),
             "completion_cdf": completion_cdf(run, out_dir),
             "delay_cdf": delay_cdf(run, out_dir),
-            "utilization_heatmap": utilization_heatmap(run, out_dir),
+            "utilization_heatmap": utilization_heatmap(run, summary, out_dir),
             "queues": queue_depth(run, summary, out_dir)}
     return {name: path for name, path in made.items() if path is not None}

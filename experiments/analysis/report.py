@@ -80,8 +80,14 @@ def _results(summary: dict[str, Any]) -> list[str]:
     return ["## Results (nccl-tests columns)", "",
             *_markdown_table(header, rows), "",
             f"Efficiency = busbw / (rails x {summary['run']['nic_mbps']:g} Mb/s NIC rate); "
-            "time = mean collective completion time (CCT) per iteration; count = float "
-            "elements (size / 4).", "", *notes]
+            "time = mean collective completion time (CCT) per iteration; count = elements "
+            "of the job's dtype." + _ceiling(summary), "", *notes]
+
+
+def _ceiling(summary: dict[str, Any]) -> str:
+    ceiling = summary["run"].get("wire_ceiling")
+    return ("" if ceiling is None else f" No NIC can exceed the wire-overhead ceiling of "
+            f"{100 * ceiling:.2f} % (message bytes per link byte of a full frame).")
 
 
 def _tail_line(name: str, tail: dict[str, float] | None) -> str:
@@ -119,6 +125,66 @@ def _network(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _faults(summary: dict[str, Any]) -> list[str]:
+    """The recovery figures of each fault (experiments/analysis/recovery.py), or nothing."""
+    faults = summary.get("faults") or []
+    if not faults:
+        return []
+    rows = []
+    for f in faults:
+        if not f.get("executed"):
+            rows.append([str(f["fault"]), f["kind"], f["target"], "not executed: "
+                         + str(f.get("error")), "", "", "", "", ""])
+            continue
+        reroute = f["reroute_ms"]
+        inflation = ", ".join(f"{job} {'n/a' if v is None else f'{100 * v:+.1f} %'}"
+                              for job, v in f["cct_inflation"].items()) or "no round running"
+        rows.append([str(f["fault"]), f["kind"], f["target"], _fmt(f["detect_ms"], ".1f"),
+                     f"{f['stalled_flows']} ({f['never_recovered']} never)",
+                     f"{reroute['median']:.1f} / {reroute['max']:.1f}" if reroute else "-",
+                     _fmt(f.get("longest_stall_ms"), ".1f"),
+                     f"{f['retransmits']} / {f['timeouts']}", inflation])
+    return ["## Faults and recovery", "",
+            *_markdown_table(["#", "kind", "target", "detect (ms)", "stalled flows",
+                              "reroute median / max (ms)", "longest stall (ms)",
+                              "retransmits / timeouts",
+                              "CCT inflation"], rows),
+            "", "Definitions: docs/faults.md. Red dashed lines in the plots mark the faults.", ""]
+
+
+def _flow_control(summary: dict[str, Any]) -> list[str]:
+    """Which flow control ran and, under PFC, what it paused (docs/pfc.md)."""
+    found = summary.get("flow_control") or {"kind": "none"}
+    if found["kind"] != "pfc":
+        return ["## Flow control", "", "none: a full egress queue drops (tail drop).", ""]
+    cpu = 100 * found["cpu_s"] / found["seconds"] if found.get("seconds") else 0.0
+    lines = ["## Flow control", "",
+             f"PFC: {found['pause_events']} pause events, {found['paused_ms']:.0f} ms paused "
+             f"in all, {found['watchdog_resumes']} watchdog resumes, "
+             f"{len(found['cycles'] or [])} pause cycles. The loop read every "
+             f"{found['period_ms']:g} ms ({100 * found['late_fraction']:.2f} % of readings a "
+             f"period late, p99 lateness {found['lateness_p99_ms']:.2f} ms) and used "
+             f"{cpu:.1f} % of a core.", ""]
+    if found["most_paused"]:
+        lines += _markdown_table(["gate (egress paused)", "pauses", "paused (ms)", "watchdog"],
+                                 [[g["gate"], str(g["pauses"]), f"{g['paused_ms']:.0f}",
+                                   str(g["watchdog"])] for g in found["most_paused"]])
+        lines.append("")
+    return lines
+
+
+def _suspects(summary: dict[str, Any]) -> list[str]:
+    """railcc diagnose's ranking (experiments/analysis/diagnosis.py)."""
+    found = summary.get("diagnosis")
+    if not found:
+        return []
+    lines = ["## Suspects", "", f"{found['verdict']} (from this run's telemetry and messages; "
+             "`railcc diagnose DIR` prints the same).", ""]
+    lines += [f"{rank}. {s['kind']} `{s['name']}` (score {s['score']:.2f}): {s['why']}"
+              for rank, s in enumerate(found["suspects"][:5], 1)]
+    return lines + [""]
+
+
 def render(summary: dict[str, Any], images: dict[str, Path]) -> str:
     """The Markdown text of a report."""
     run = summary["run"]
@@ -126,7 +192,10 @@ def render(summary: dict[str, Any], images: dict[str, Path]) -> str:
     lines = [f"# railcc run: {run['name']}", "", headline(summary), "",
              f"Controller `{run['algorithm']}` on `{run['topology']}` (NIC {run['nic_mbps']:g} "
              f"Mb/s emulated), seed {run['seed']}, started {run['started']}.", "",
-             *_results(summary), "", *_network(summary), "", "## Conservation", "",
+             *_results(summary), "", *_flow_control(summary), *_faults(summary),
+             *_suspects(summary),
+             *_network(summary), "",
+             "## Conservation", "",
              check["verdict"] if check["ok"] else f"FAILED: {check['verdict']}", "", "## Plots", ""]
     lines += [f"![{name}]({path.name})" for name, path in images.items()] or ["No plot data."]
     return "\n".join(lines) + "\n"

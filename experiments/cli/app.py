@@ -40,3 +40,15 @@ class Commands:
         """Add every remembered command to ``target``."""
         for function, args, kwargs in self._entries:
             target.command(*args, **kwargs)(function)
+
+
+def clean_orphans() -> None:
+    """Remove the leftovers of earlier runs whose railcc process is gone (a SIGKILL leaves
+    its fabric behind), and say so; runs whose owner is alive are left alone."""
+    from fabric.net.cleanup import clean_all
+    report = clean_all()
+    if report.runs:
+        err_console.print(f"railcc: removed the leftovers of {len(report.runs)} earlier run(s) "
+                          f"whose railcc process is gone ({', '.join(report.runs)}): "
+                          f"{report.netns} namespaces, {report.bridges} bridges, "
+                          f"{report.processes} processes", highlight=False, soft_wrap=True)

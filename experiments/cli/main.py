@@ -27,7 +27,13 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _sigterm_to_exit)
     try:
-        app(standalone_mode=False)
+        # Not standalone, the CLI library returns an exit code instead of exiting (130
+        # after Ctrl-C, which it turns into an abort): pass it on, saying why.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            if code == 130:
+                err_console.print("railcc: interrupted")
+            sys.exit(code)
     except (TopologyError, SpecError, UserError) as exc:
         err_console.print(f"railcc: error: {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)

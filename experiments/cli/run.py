@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from experiments.cli.app import Commands, UserError, console, err_console
+from experiments.cli.app import Commands, UserError, clean_orphans, console, err_console
 
 commands = Commands()
 
@@ -37,13 +37,32 @@ def run_and_report(spec_path: Path, output: Optional[Path], as_json: bool,
         forced = gate(experiment, force)
     except OverCapacity as exc:
         raise UserError(f"{spec_path}: {exc}") from None
+    clean_orphans()
     with err_console.status(f"{experiment.name}: starting ...") as status:
-        run(experiment, out_dir, progress=lambda m: status.update(f"{experiment.name}: {m}"),
-            forced_over_capacity=forced)
+        try:
+            run(experiment, out_dir, progress=lambda m: status.update(f"{experiment.name}: {m}"),
+                forced_over_capacity=forced)
+        except BaseException:
+            _keep_failed(out_dir)
+            raise
         status.update("analysing ...")
         summary, report = _analyse(out_dir)
     _show(summary, report, as_json)
     return summary
+
+
+def _keep_failed(out_dir: Path) -> None:
+    """A run that failed kept its records: report what can be reported, and say where."""
+    if not (out_dir / "fidelity.json").is_file():
+        return
+    try:
+        _analyse(out_dir)
+    except Exception as exc:  # noqa: BLE001  (the run's own failure is what to report)
+        err_console.print(f"railcc: no report of the failed run: {exc}", highlight=False,
+                          soft_wrap=True)
+    err_console.print(f"railcc: the run failed; what it recorded is in {out_dir} "
+                      f"(railcc report {out_dir} rebuilds its report)", highlight=False,
+                      soft_wrap=True)
 
 
 def _analyse(run_dir: Path) -> tuple[dict, Path]:
@@ -111,15 +130,38 @@ def _rebuild_ab(ab_dir: Path, as_json: bool) -> None:
         show_ab(ab, ab_dir)
 
 
+@commands.command("diagnose")
+def diagnose_command(run_dir: Path = typer.Argument(..., help="run folder"),
+                     as_json: bool = typer.Option(False, "--json", help="diagnosis as JSON")
+                     ) -> None:
+    """Suspect links and NICs of a run, ranked from its own telemetry and messages, and why
+    (experiments/analysis/diagnosis.py; no root)."""
+    from experiments.analysis.analysis import RunFormatError, check_format, load_run
+    from experiments.analysis.diagnosis import diagnose
+    try:
+        check_format(run_dir)
+    except RunFormatError as exc:
+        raise UserError(str(exc)) from None
+    found = diagnose(load_run(run_dir))
+    if as_json:
+        print(json.dumps(found, indent=1))
+        return
+    console.print(f"{escape(str(run_dir))}: {found['verdict']}", highlight=False)
+    for rank, suspect in enumerate(found["suspects"], 1):
+        console.print(f"{rank}. {suspect['kind']} {escape(suspect['name'])} (score "
+                      f"{suspect['score']:.2f}): {escape(suspect['why'])}", highlight=False,
+                      soft_wrap=True)
+
+
 DEMO_SPEC = Path(__file__).parent.parent / "specs" / "headline.toml"
-DEMO_ALGOS = "ecmp,adaptive,reactive,proactive"
+DEMO_ALGOS = "ecmp,adaptive,dcqcn,proactive"
 
 
 @commands.command()
 def demo(output: Optional[Path] = typer.Option(None, "-o", "--output", help="A/B folder"),
          repeat: str = typer.Option("5", "--repeat", help="repetitions per algorithm")) -> None:
-    """The main job: the headline A/B (ecmp, adaptive, reactive, proactive) on the default
+    """The main job: the headline A/B (ecmp, adaptive, dcqcn, proactive) on the default
     fabric, repeated; prints the table and writes a report (about 5 minutes here)."""
     from experiments.cli.ab import ab_command
-    ab_command(spec=DEMO_SPEC, algos=DEMO_ALGOS, repeat=repeat, baseline="ecmp",
-               output=output, as_json=False, force=False)
+    ab_command(spec=DEMO_SPEC, algos=DEMO_ALGOS, repeat=repeat, baseline="ecmp", vary=None,
+               output=output, as_json=False, force=False, resume=None)

@@ -24,9 +24,23 @@ def topo_list() -> None:
 
 
 @topo_app.command("show")
-def topo_show(name: str, as_json: bool = typer.Option(False, "--json", help="JSON on stdout")) -> None:
+def topo_show(name: str, as_json: bool = typer.Option(False, "--json", help="JSON on stdout"),
+              links: bool = typer.Option(False, "--links", help="every link by name (the names "
+                                         "[[faults]] use)")) -> None:
     """Counts, rails, oversubscription and links of a fabric."""
-    info = summary(build(resolve(name)))
+    topology = build(resolve(name))
+    if links:
+        rows = [{"link": topology.link_name(link), "tier": link.tier, "mbps": link.mbps,
+                 "buffer_bytes": link.buffer_bytes} for link in topology.links]
+        if as_json:
+            print(json.dumps(rows, indent=1))
+            return
+        table = Table("link", "tier", "Mb/s", "buffer (B)", title=f"{topology.name}: links")
+        for row in rows:
+            table.add_row(row["link"], row["tier"], f"{row['mbps']:g}", str(row["buffer_bytes"]))
+        console.print(table)
+        return
+    info = summary(topology)
     if as_json:
         print(json.dumps(info, indent=1))
         return

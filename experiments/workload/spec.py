@@ -5,7 +5,7 @@ Schema (full reference with examples: docs/spec.md; `json_schema()` for checkers
     [experiment]  name (str, required), seed (int >= 0, 0), description (str, "")
     [topology]    preset = NAME plus optional FabricSpec overrides (nic_mbps, ...),
                   or inline FabricSpec keys including name (required table)
-    [controller]  algorithm (ecmp|adaptive|proactive|reactive, "ecmp"),
+    [controller]  algorithm (ecmp|adaptive|proactive|dcqcn, reactive = dcqcn; "ecmp"),
                   stats_interval_ms (10..10000, 200)
     [[jobs]]      name ("job{i}"), collective (allreduce|allgather|reducescatter|
                   all2all|sendrecv, required), servers (count >= 2 placed by
@@ -18,10 +18,19 @@ Schema (full reference with examples: docs/spec.md; `json_schema()` for checkers
                   microbatches (1..1000, sendrecv only, 1)
     [transport]   kind (roce|tcp, "roce"), window_packets (1..4096, 32),
                   rto_ms (0.1..10000, 200), ack_every (1..window_packets, 8)
-    [telemetry]   rate_hz (1..100, 10), delay_sample_every (>= 1, 1)
+    [telemetry]   rate_hz (1..100, 10), delay_sample_every (>= 1, 1), capture (servers
+                  and links to write pcaps of, [])
     [limits]      run_timeout_s (1..86400, 120), max_offered_fraction (0 < x <= 1)
     [emulator]    ovs_shards (0..64, 0 = auto: one private ovs-vswitchd),
                   ovs_allocator (tcmalloc|glibc, "tcmalloc")
+    [[faults]]    kind (link-down|link-up|link-flap|slow-link|switch-down|switch-up|
+                  nic-down|nic-up|controller-kill|controller-restart, required), link |
+                  switch | nic (the target), after ("start"|"phase:N"|"JOB:iteration:N"),
+                  at ("0ms"), duration, fraction (slow-link), period and count (link-flap)
+                  (experiments/workload/faults.py, docs/faults.md)
+    [dcqcn]       kmin_bytes, kmax_bytes, pmax, cnp_interval_ms, g, alpha_timer_ms,
+                  increase_timer_ms, fast_recovery_steps, rai_fraction, min_rate_fraction
+                  (fabric/nic/dcqcn.py; used when the algorithm is dcqcn)
 
 Validation has two steps. The file's shape (keys, types, ranges) is the frozen
 pydantic model `SpecFile`, one `Table` per TOML table; then the jobs are resolved
@@ -51,8 +60,10 @@ from pydantic_core import PydanticCustomError
 
 from controllers.algorithms.registry import ALGORITHMS as REGISTRY
 from experiments.workload import collectives as coll
+from experiments.workload.faults import Fault, FaultTable, resolve as resolve_faults
 from experiments.workload.placement import POLICIES, place
 from fabric.nic.control import DATAPATHS
+from fabric.nic.dcqcn import DcqcnParams
 from topologies import FabricSpec, build
 from topologies.model import Topology
 from topologies.presets import TopologyTable
@@ -135,6 +146,9 @@ class Experiment:
     max_offered_fraction: float | None = None
     ovs_shards: int = 0
     ovs_allocator: str = "tcmalloc"
+    dcqcn: DcqcnParams = DcqcnParams()
+    faults: tuple[Fault, ...] = ()
+    captures: tuple[str, ...] = ()
     source: str = ""
 
     def topology(self) -> Topology:
@@ -355,6 +369,8 @@ class TelemetryTable(Table):
 
     rate_hz: Annotated[float, Range(1, 100)] = 10.0
     delay_sample_every: Annotated[int, Range(1)] = 1
+    #: Servers (each NIC) and links to write pcaps of (fabric/measure/captures.py).
+    capture: list[str] = []
 
 
 class LimitsTable(Table):
@@ -362,6 +378,38 @@ class LimitsTable(Table):
 
     run_timeout_s: Annotated[float, Range(1, 86400)] = 120.0
     max_offered_fraction: Annotated[float, Range(0, 1, exclusive=True)] | None = None
+
+
+_DCQCN = DcqcnParams()
+
+
+class DcqcnTable(Table):
+    """[dcqcn]: DCQCN's parameters, used when the algorithm is dcqcn (fabric/nic/dcqcn.py)."""
+
+    kmin_bytes: Annotated[int, Range(0, 10**9)] = _DCQCN.kmin_bytes
+    kmax_bytes: Annotated[int, Range(1, 10**9)] = _DCQCN.kmax_bytes
+    pmax: Annotated[float, Range(0, 1, exclusive=True)] = _DCQCN.pmax
+    cnp_interval_ms: Annotated[float, Range(0.001, 10000)] = _DCQCN.cnp_interval_ms
+    g: Annotated[float, Range(0, 1, exclusive=True)] = _DCQCN.g
+    alpha_timer_ms: Annotated[float, Range(0.001, 10000)] = _DCQCN.alpha_timer_ms
+    increase_timer_ms: Annotated[float, Range(0.001, 10000)] = _DCQCN.increase_timer_ms
+    fast_recovery_steps: Annotated[int, Range(0, 1000)] = _DCQCN.fast_recovery_steps
+    rai_fraction: Annotated[float, Range(0, 1, exclusive=True)] = _DCQCN.rai_fraction
+    min_rate_fraction: Annotated[float, Range(0, 1, exclusive=True)] = \
+        _DCQCN.min_rate_fraction
+    plb_rounds: Annotated[int, Range(0, 1000)] = _DCQCN.plb_rounds
+
+    @model_validator(mode="after")
+    def _thresholds_in_order(self) -> "DcqcnTable":
+        """RED needs kmin < kmax."""
+        if self.kmax_bytes <= self.kmin_bytes:
+            raise fault(f"must be > kmin_bytes ({self.kmin_bytes}), got {self.kmax_bytes}",
+                        "kmax_bytes")
+        return self
+
+    def to_params(self) -> DcqcnParams:
+        """The NICs' DCQCN parameters."""
+        return DcqcnParams(**self.model_dump())
 
 
 class EmulatorTable(Table):
@@ -384,6 +432,8 @@ class SpecFile(Table):
     telemetry: TelemetryTable = TelemetryTable()
     limits: LimitsTable = LimitsTable()
     emulator: EmulatorTable = EmulatorTable()
+    dcqcn: DcqcnTable = DcqcnTable()
+    faults: list[FaultTable] = []
 
     @model_validator(mode="after")
     def _unique_job_names(self) -> "SpecFile":
@@ -415,24 +465,38 @@ def parse_size(value: Any, label: str) -> int:
         raise SpecError(f"{label}: {exc.context['message']}") from None
 
 
-def load_spec(path: Path | str) -> Experiment:
-    """Read and validate a TOML experiment spec."""
+def read_spec(path: Path | str) -> dict[str, Any]:
+    """The mapping of a TOML spec file, not validated yet; SpecError if unreadable."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except OSError as exc:
         raise SpecError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: not valid TOML: {exc}") from None
-    return from_dict(data, str(path))
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (byte {exc.start}: "
+                        f"{exc.object[exc.start:exc.start + 1]!r})") from None
+
+
+def load_spec(path: Path | str) -> Experiment:
+    """Read and validate a TOML experiment spec."""
+    return from_dict(read_spec(path), str(path))
 
 
 def from_dict(data: Mapping[str, Any], source: str = "") -> Experiment:
     """Validate a spec mapping (as parsed from TOML) into an Experiment."""
     spec: SpecFile = validate(SpecFile, data, error=SpecError, root="spec")
     fabric = spec.topology.to_spec()
+    jobs = _jobs(spec, fabric)
+    try:
+        faults = resolve_faults(spec.faults, build(fabric), {j.name: j.iterations for j in jobs},
+                                max(len(j.sizes) for j in jobs))
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
     return Experiment(
-        name=spec.experiment.name, fabric=fabric, jobs=_jobs(spec, fabric),
+        name=spec.experiment.name, fabric=fabric, jobs=jobs, faults=faults,
+        captures=_captures(spec.telemetry.capture, build(fabric)),
         seed=spec.experiment.seed, description=spec.experiment.description,
         algorithm=spec.controller.algorithm, stats_interval_ms=spec.controller.stats_interval_ms,
         transport=spec.transport.to_transport(), telemetry_rate_hz=spec.telemetry.rate_hz,
@@ -440,7 +504,23 @@ def from_dict(data: Mapping[str, Any], source: str = "") -> Experiment:
         run_timeout_s=spec.limits.run_timeout_s,
         max_offered_fraction=spec.limits.max_offered_fraction,
         ovs_shards=spec.emulator.ovs_shards, ovs_allocator=spec.emulator.ovs_allocator,
-        source=source)
+        dcqcn=spec.dcqcn.to_params(), source=source)
+
+
+def _captures(names: list[str], topology: Topology) -> tuple[str, ...]:
+    """The capture points, each a server or a link of the fabric (SpecError naming it)."""
+    servers = {node.name for node in topology.servers()}
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            raise SpecError(f"telemetry.capture[{i}]: {name} appears twice")
+        if name in servers:
+            continue
+        try:
+            topology.find_link(name)
+        except ValueError as exc:
+            raise SpecError(f"telemetry.capture[{i}]: not a server, and as a link: {exc}") \
+                from None
+    return tuple(names)
 
 
 def _jobs(spec: SpecFile, fabric: FabricSpec) -> tuple[Job, ...]:

@@ -36,6 +36,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from fabric.net.pfc.policy import WATCHDOG_S as PFC_WATCHDOG_S
 from topologies.export import load_json
 from topologies.spec import FabricSpec
 
@@ -70,6 +71,8 @@ class PortInterval:
     sent_bytes: int
     capacity_mbps: float
     backlogged: bool
+    #: Of ``seconds``, how long PFC held the queue paused (it may not send then).
+    paused_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,8 @@ class Verdict:
 
 
 def _backlogged_stretches(intervals: list[PortInterval]) -> list[tuple[str, float, int, float]]:
-    """(port, seconds, bytes, capacity) of each run of consecutive backlogged intervals."""
+    """(port, seconds, bytes, capacity) of each run of consecutive backlogged intervals (the
+    seconds a PFC pause held the queue are not sending seconds)."""
     stretches = []
     current: list[PortInterval] = []
     for interval in intervals + [PortInterval("", 0.0, 0, 1.0, False)]:
@@ -103,7 +107,7 @@ def _backlogged_stretches(intervals: list[PortInterval]) -> list[tuple[str, floa
             current.append(interval)
             continue
         if current:
-            stretches.append((current[0].port, sum(i.seconds for i in current),
+            stretches.append((current[0].port, sum(i.seconds - i.paused_s for i in current),
                               sum(i.sent_bytes for i in current), current[0].capacity_mbps))
         current = [interval] if interval.backlogged else []
     return stretches
@@ -116,6 +120,8 @@ def rate_shortfalls(intervals: list[PortInterval], min_seconds: float = MIN_STRE
     for port, seconds, sent, capacity in _backlogged_stretches(intervals):
         if seconds < min_seconds:
             continue
+        if capacity <= 0:
+            continue  # a link a fault took down
         ratio = 8 * sent / seconds / 1e6 / capacity
         if ratio < 1 - RATE_TOLERANCE:
             worst[port] = min(ratio, worst.get(port, 1.0))
@@ -136,7 +142,8 @@ def port_intervals(rows: Iterable[Mapping[str, Any]]) -> list[PortInterval]:
                 port, float(second["time_s"]) - float(first["time_s"]),
                 int(second["sent_bytes"]) - int(first["sent_bytes"]),
                 float(first["capacity_mbps"]),
-                int(first["backlog_bytes"]) > 0 and int(second["backlog_bytes"]) > 0))
+                int(first["backlog_bytes"]) > 0 and int(second["backlog_bytes"]) > 0,
+                float(second.get("paused_s") or 0) - float(first.get("paused_s") or 0)))
     return intervals
 
 
@@ -193,14 +200,25 @@ def packet_balance(counters: Mapping[str, Any]) -> dict[str, Any]:
         return {"ok": False, "verdict": "UNKNOWN: counters.json has no agent counters"}
     total = {key: sum(int(a.get(key, 0)) for a in agents.values())
              for key in ("data_sent", "data_received", "acks_sent", "acks_received",
-                         "control_sent", "control_received", "socket_drops")}
+                         "control_sent", "control_received", "socket_drops",
+                         "sends_refused", "cnps_sent", "cnps_received")}
     # In-band control (requests, grants, CNPs) runs between NICs and the controller
     # (packet-in / packet-out), not NIC to NIC, so it is reported but not balanced.
-    sent = total["data_sent"] + total["acks_sent"]
-    received = total["data_received"] + total["acks_received"]
+    # DCQCN's CNPs go NIC to NIC: balanced with the data and ACKs.
+    sent = total["data_sent"] + total["acks_sent"] + total["cnps_sent"]
+    received = total["data_received"] + total["acks_received"] + total["cnps_received"]
+    # A NIC's qdisc drop reported back to the sender (ENOBUFS, IP_RECVERR) is in the host
+    # qdisc's drop count but was never counted as sent (the NIC sends it again): it is not
+    # a packet lost in flight.
     dropped = (int(counters.get("qdisc_drops_switch", 0))
                + int(counters.get("datapath_drops", 0))
-               + int(counters.get("qdisc_drops_host", 0)) + total["socket_drops"])
+               + int(counters.get("qdisc_drops_host", 0)) - total["sends_refused"]
+               + total["socket_drops"])
+    if sent == 0 and received == 0:
+        # Kernel TCP (docs/run-folder.md): the NICs count nothing, the kernel retransmits.
+        return {"ok": True, "sent": 0, "received": 0, "dropped": dropped, "unaccounted": 0,
+                "verdict": "not applicable: no NIC packet counters (kernel TCP transport)",
+                "by_class": total}
     check = conservation(sent, received, dropped, slack=int(CONSERVATION_SLACK * sent))
     return {"ok": check.ok, "sent": sent, "received": received, "dropped": dropped,
             "unaccounted": check.unaccounted, "verdict": check.verdict, "by_class": total}
@@ -241,14 +259,45 @@ def max_queueing_ms(tiers: int, buffer_bytes: int, slowest_mbps: float) -> float
     return queues * buffer_bytes * 8 / (slowest_mbps * 1e3) + DELAY_SLACK_MS
 
 
+def pfc_reasons(pfc: Mapping[str, Any] | None) -> list[str]:
+    """Why a run's PFC loop cannot be trusted (pfc.json; none without PFC): it failed, or
+    too many of its readings came later than one period (its headroom assumes one), of
+    those that followed a reading with a frame queued somewhere."""
+    if not pfc:
+        return []
+    if pfc.get("error"):
+        return [f"PFC loop failed: {pfc['error']}"]
+    if pfc.get("late_fraction", 0) > pfc.get("late_fraction_limit", 0.01):
+        return [f"PFC loop fell behind: {100 * pfc['late_fraction']:.1f} % of its "
+                f"{pfc.get('period_ms', '?')} ms readings with frames queued came a period late "
+                "or more (its headroom assumes at most one)"]
+    return []
+
+
+def pfc_queueing_ms(tiers: int, pfc: Mapping[str, Any], slowest_mbps: float) -> float:
+    """Under PFC, the delay bound: every queue on the longest path at its largest limit
+    (headroom included), each also paused up to the watchdog's time."""
+    limit = max((t["limit"] for t in pfc.get("thresholds", {}).values()), default=0)
+    watchdog_ms = 1000 * PFC_WATCHDOG_S
+    return 2 * tiers * (limit * 8 / (slowest_mbps * 1e3) + watchdog_ms) + DELAY_SLACK_MS
+
+
 def judge(measured: Mapping[str, Any] | None, ports: Iterable[Mapping[str, Any]],
           counters: Mapping[str, Any], delays_ms: list[float],
-          fabric: FabricSpec) -> Verdict:
+          fabric: FabricSpec, faults: list[Mapping[str, Any]] | None = None,
+          pfc: Mapping[str, Any] | None = None) -> Verdict:
     """The verdict over a run's parsed files: fidelity.json (None when missing), ports.csv rows,
-    counters.json, one-way delays (ms) and the fabric's spec (topology.json)."""
+    counters.json, one-way delays (ms), the fabric's spec (topology.json) and the executed
+    faults (faults.jsonl: a slowed link's queue drains slower; a link taken down loses what
+    its queues held and what is sent into it, which no kernel counter counts)."""
+    ports = list(ports)
     if measured is None:
         return Verdict(False, ["fidelity.json is missing: fidelity was not checked"])
     reasons = cpu_reasons(list(measured.get("cpu_busy", [])), list(measured.get("ovs_busy", [])))
+    failed = measured.get("failed")
+    if failed:
+        reasons.insert(0, f"the run failed in round {failed.get('round', '?')}: "
+                          f"{failed.get('error', 'unknown error')}")
     if measured.get("forced_over_capacity"):
         reasons.append(f"run forced past the capacity check: {measured['forced_over_capacity']}")
     shortfalls = rate_shortfalls(port_intervals(ports))
@@ -263,8 +312,11 @@ def judge(measured: Mapping[str, Any] | None, ports: Iterable[Mapping[str, Any]]
     target_hz, achieved_hz = measured.get("telemetry_target_hz"), measured.get("telemetry_hz")
     if target_hz and achieved_hz is not None and achieved_hz < TELEMETRY_MIN_FRACTION * target_hz:
         reasons.append(f"telemetry fell behind: {achieved_hz:.1f} Hz of {target_hz:g} Hz")
-    bound = max_queueing_ms(fabric.tiers, fabric.buffer_bytes,
-                            min(fabric.nic_mbps, fabric.fabric_mbps))
+    slowest = min([fabric.nic_mbps, fabric.fabric_mbps]
+                  + [float(r["capacity_mbps"]) for r in ports if float(r["capacity_mbps"]) > 0])
+    reasons += pfc_reasons(pfc)
+    bound = (pfc_queueing_ms(fabric.tiers, pfc, slowest) if pfc
+             else max_queueing_ms(fabric.tiers, fabric.buffer_bytes, slowest))
     p99 = float(np.percentile(delays_ms, 99)) if delays_ms else None
     if p99 is not None and p99 > bound:
         reasons.append(f"one-way delay p99 {p99:.1f} ms exceeds the {bound:.1f} ms the modelled "
@@ -278,6 +330,11 @@ def judge(measured: Mapping[str, Any] | None, ports: Iterable[Mapping[str, Any]]
         reasons.append(f"NIC agents fell behind their line rate: {100 * late:.0f} % of their "
                        "sending credit was lost to late wake-ups (CPU-bound NICs)")
     balance = packet_balance(counters)
+    downed = any(f.get("ok") and f.get("op") == "down" for f in faults or ())
+    if not balance.get("ok", False) and balance.get("unaccounted", 0) > 0 and downed:
+        balance = {**balance, "ok": True, "verdict": f"{balance['verdict']}: expected, "
+                   "links were taken down (their queues and what was sent into them are lost "
+                   "uncounted)"}
     if not balance.get("ok", False):
         # Packets that vanished unaccounted (e.g. a datapath that could not keep
         # up dropped them in its socket buffers) make every other figure suspect.
@@ -303,4 +360,19 @@ def judge_folder(run_dir: Path | str) -> Verdict:
     counters = json.loads(counters_path.read_text()) if counters_path.exists() else {}
     delays = [int(row["delay_ns"]) / 1e6 for row in _rows(path / "delays.csv")]
     fabric = load_json(path / "topology.json").spec
-    return judge(measured, _rows(path / "ports.csv"), counters, delays, fabric)
+    pfc_path = path / "pfc.json"
+    pfc = json.loads(pfc_path.read_text()) if pfc_path.exists() else None
+    return judge(measured, _rows(path / "ports.csv"), counters, delays, fabric,
+                 read_faults(path), pfc)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The objects of a JSON-lines file ([] when it is missing)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_faults(run_dir: Path | str) -> list[dict[str, Any]]:
+    """The executed faults of a run folder (faults.jsonl; [] when the run had none)."""
+    return read_jsonl(Path(run_dir) / "faults.jsonl")

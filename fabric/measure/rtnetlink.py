@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from typing import Iterator
 
 NETLINK_ROUTE = 0
 RTM_GETLINK, RTM_NEWLINK = 18, 16
@@ -34,6 +35,12 @@ RECV_BYTES = 1 << 20
 
 class NetlinkError(OSError):
     """The kernel answered a dump with an error."""
+
+
+def attribute(kind: int, payload: bytes) -> bytes:
+    """One rtattr (type, payload), padded to 4 bytes."""
+    data = RTATTR.pack(RTATTR.size + len(payload), kind) + payload
+    return data + bytes(-len(data) % 4)
 
 
 def attributes(data: bytes | memoryview, offset: int, end: int) -> dict[int, memoryview]:
@@ -61,13 +68,15 @@ class Socket:
         """Close the socket."""
         self._sock.close()
 
-    def dump(self, msg_type: int, body: bytes) -> list[tuple[int, memoryview]]:
-        """Send one dump request; every answer as (message type, payload after nlmsghdr)."""
+    def _send(self, msg_type: int, body: bytes, flags: int) -> None:
         self._seq += 1
-        header = NLMSGHDR.pack(NLMSGHDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP,
+        header = NLMSGHDR.pack(NLMSGHDR.size + len(body), msg_type, NLM_F_REQUEST | flags,
                                self._seq, 0)
         self._sock.send(header + body)
-        messages = []
+
+    def _answers(self) -> Iterator[tuple[int, memoryview]]:
+        """(message type, payload after nlmsghdr) of each answer to the last request, until
+        NLMSG_DONE or an acknowledgement; NetlinkError when the kernel refused."""
         while True:
             data = memoryview(self._sock.recv(RECV_BYTES))
             offset = 0
@@ -80,13 +89,27 @@ class Socket:
                 if seq != self._seq:
                     continue
                 if kind == NLMSG_DONE:
-                    return messages
+                    return
                 if kind == NLMSG_ERROR:
                     code = -struct.unpack_from("=i", payload)[0]
                     if code:
-                        raise NetlinkError(code, f"netlink dump: {os.strerror(code)}")
+                        raise NetlinkError(code, f"netlink: {os.strerror(code)}")
+                    yield kind, payload   # an acknowledgement
                     continue
-                messages.append((kind, payload))
+                yield kind, payload
+
+    def dump(self, msg_type: int, body: bytes) -> list[tuple[int, memoryview]]:
+        """Send one dump request; every answer as (message type, payload after nlmsghdr)."""
+        self._send(msg_type, body, NLM_F_DUMP)
+        return [(kind, payload) for kind, payload in self._answers() if kind != NLMSG_ERROR]
+
+    def request(self, msg_type: int, body: bytes, flags: int = 0) -> None:
+        """Send one request and wait for the kernel's acknowledgement (NetlinkError if it
+        refused)."""
+        self._send(msg_type, body, flags)
+        for kind, _ in self._answers():
+            if kind == NLMSG_ERROR:
+                return
 
     def root_qdiscs(self, kind: str) -> dict[int, tuple[int, int, int, int, int]]:
         """ifindex -> (bytes, packets, drops, backlog bytes, backlog packets) of every root

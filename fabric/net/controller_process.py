@@ -45,6 +45,8 @@ class ControllerProcess:
         for path in self.unix_sockets:
             self.argv += ["--listen-unix", str(path)]
         self.proc: subprocess.Popen | None = None
+        #: Killed on purpose (a fault): not an error until it is started again.
+        self.killed = False
 
     @property
     def target(self) -> str:
@@ -54,7 +56,8 @@ class ControllerProcess:
     def start(self) -> int:
         """Launch the process; returns its PID."""
         self.ready_file.unlink(missing_ok=True)
-        with open(self.stderr_file, "wb") as stderr:
+        self.killed = False
+        with open(self.stderr_file, "ab") as stderr:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
                                          stdout=stderr, stderr=stderr,
                                          start_new_session=True)
@@ -89,9 +92,17 @@ class ControllerProcess:
         raise FabricError(f"controller: {missing} of {len(dpids)} switches not configured "
                           f"after {timeout:.0f} s (see {self.log_file})")
 
+    def kill(self) -> None:
+        """SIGKILL the controller (a fault: the switches stay in secure mode and keep
+        forwarding with what they were programmed with)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.killed = True
+
     def check_alive(self) -> None:
-        """FabricError with the controller's last words if it has exited."""
-        if self.proc is not None and self.proc.poll() is not None:
+        """FabricError with the controller's last words if it has exited (not if killed)."""
+        if self.proc is not None and not self.killed and self.proc.poll() is not None:
             err = self.stderr_file.read_text(errors="replace").strip()
             last = err.splitlines()[-1] if err else f"exit code {self.proc.returncode}"
             raise FabricError(f"controller exited: {last} (log: {self.log_file})")

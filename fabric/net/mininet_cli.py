@@ -23,6 +23,7 @@ from mininet.net import Mininet
 from mininet.node import Host
 
 from fabric.net.cleanup import clean_all
+from fabric.net.faults import FaultInjector
 from fabric.net.network import Network
 
 
@@ -72,6 +73,19 @@ class RailMininet(Mininet):
         result = [rates.get("receiver", "?"), rates.get("sender", "?")]
         output(f"*** Results: {result}\n")
         return result
+
+    def configLinkStatus(self, src: str, dst: str, status: str) -> None:  # noqa: N802
+        """`link t0r1 s2 down` (Mininet's command): every link between the two nodes down or
+        up, switch or server, as a spec's link-down fault does it (fabric.net.faults)."""
+        topology = self.railcc.topology
+        links = [i for i, link in enumerate(topology.links)
+                 if {link.a.node, link.b.node} == {src, dst}]
+        if not links:
+            output(f"*** no link between {src} and {dst} (railcc topo show NAME --links)\n")
+            return
+        FaultInjector(self.railcc, (), self.railcc.run_dir / "faults.jsonl").set_links(links,
+                                                                                      status)
+        output(f"*** {len(links)} link(s) {src}-{dst} {status}\n")
 
     def stop(self) -> None:
         """Stop the hosts' shells; the fabric itself is stopped by its Network."""

@@ -25,6 +25,8 @@ from typing import Callable, Sequence
 from fabric.net import names, ovs, plumbing, shaping, shards
 from fabric.net.cleanup import clean_run, list_netns
 from fabric.net.controller_process import MARKER, ControllerProcess
+from fabric.net.pfc.layout import plan_layout
+from fabric.net.pfc.loop import PfcLoop
 from fabric.net.sh import FabricError
 from fabric.net.state import STATE_DIR, RunState, load_all
 from topologies import Topology
@@ -70,6 +72,9 @@ class Network:
                               sorted(self.plan.bridges.values()),
                               rundirs=[str(STATE_DIR / self.prefix)])
         self.controller: ControllerProcess | None = None
+        self.pfc_layout = (plan_layout(topology, self.plan)
+                           if topology.spec.flow_control == "pfc" else None)
+        self.pfc: PfcLoop | None = None
         self.shapes = self._shapes()
         self.timings: dict[str, float] = {}
         self.datapath = ovs.datapath_type()
@@ -115,6 +120,8 @@ class Network:
         if self.controller:
             dpids = {switch.dpid for switch in self.topology.switches()}
             self._step("controller", self.controller.wait_ready, dpids)
+        if self.pfc_layout:
+            self._step("pfc", self._start_pfc)
         self.progress(f"fabric {self.topology.name} up as run {self.prefix} "
                       f"({self.datapath} datapath, {len(self.shards)} OVS shard(s), "
                       f"{sum(self.timings.values()):.2f} s)")
@@ -131,9 +138,19 @@ class Network:
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(one, self.shards))
 
+    def _start_pfc(self) -> None:
+        queues: dict[str | None, set[str]] = {}
+        for name in self.pfc_layout.limits:   # switch egress: name = interface
+            queues.setdefault(self.pfc_layout.gates[name].netns, set()).add(name)
+        self.pfc = PfcLoop(self.pfc_layout, queues,
+                           [shard.rundir / "ovs-vswitchd.ctl" for shard in self.shards])
+        self.pfc.start()
+
     def stop(self, settle: bool = True) -> None:
         """Remove everything this run created (idempotent); ``settle``: wait for OVS too."""
         started = time.monotonic()
+        if self.pfc:
+            self.pfc.stop()
         if self.controller:
             self.controller.stop()
         if self.state.path.exists():
@@ -162,11 +179,12 @@ class Network:
         for link in self.topology.links:
             for end in link.ends():
                 if end.node in self.plan.netns:
-                    shapes.append(shaping.Shape(end.intf, self.plan.netns[end.node],
-                                                link.mbps, link.buffer_bytes, mtu))
+                    intf, netns = end.intf, self.plan.netns[end.node]
                 else:
                     intf, netns = self.plan.intf_netns(end.node, end.port)
-                    shapes.append(shaping.Shape(intf, netns, link.mbps, link.buffer_bytes, mtu))
+                name = intf if end.node not in self.plan.netns else f"{end.node}:{intf}"
+                gate = self.pfc_layout.gates[name].limit if self.pfc_layout else None
+                shapes.append(shaping.Shape(intf, netns, link.mbps, link.buffer_bytes, mtu, gate))
         return shapes
 
     # -- using the fabric ----------------------------------------------------

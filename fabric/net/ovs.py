@@ -120,6 +120,10 @@ class BridgeSpec:
     ports: tuple[tuple[str, int], ...]
 
 
+#: Longest wait between a switch's attempts to reach its controller, in ms.
+RECONNECT_BACKOFF_MS = 1000
+
+
 def add_bridges(bridges: Iterable[BridgeSpec], run_id: str, controller: str | None,
                 datapath: str, db: str | None = None) -> None:
     """Add every bridge and port in one ovs-vsctl transaction (fail-mode secure, OF1.3),
@@ -133,7 +137,10 @@ def add_bridges(bridges: Iterable[BridgeSpec], run_id: str, controller: str | No
                  "other-config:disable-in-band=true",
                  f"external_ids:{RUN_ID_KEY}={run_id}"]
         if controller:
-            args += ["--", "set-controller", bridge.name, controller]
+            # A restarted controller is found within a second (OVS backs off to 8 s).
+            args += ["--", "set-controller", bridge.name, controller,
+                     "--", "set", "controller", bridge.name,
+                     f"max_backoff={RECONNECT_BACKOFF_MS}"]
         for intf, ofport in bridge.ports:
             args += ["--", "add-port", bridge.name, intf,
                      "--", "set", "interface", intf, f"ofport_request={ofport}"]

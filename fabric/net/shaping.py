@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable
 
+from fabric.net.pfc import gates
 from fabric.net.sh import FabricError, batch, run
 
 _RATE_UNITS = {"bit": 1, "Kbit": 1e3, "Mbit": 1e6, "Gbit": 1e9, "Tbit": 1e12}
@@ -28,6 +29,9 @@ class Shape:
     mbps: float
     buffer_bytes: int
     mtu: int
+    #: Under PFC: the byte limit of the buffer behind a pause gate (fabric.net.pfc.gates),
+    #: which replaces the plain bfifo; None: htb + bfifo.
+    gate_limit: int | None = None
 
 
 def tc_lines(shape: Shape) -> list[str]:
@@ -41,11 +45,14 @@ def tc_lines(shape: Shape) -> list[str]:
     # buckets hold one frame, so what enters a link is never more than its rate plus
     # one frame; the second frame here only lets a late link catch up.
     burst = 2 * frame
+    child = (gates.tbf_line(shape.intf, shape.mbps, frame, shape.gate_limit)
+             if shape.gate_limit else
+             f"qdisc replace dev {shape.intf} parent 1:1 handle 10: bfifo limit {shape.buffer_bytes}")
     return [
         f"qdisc replace dev {shape.intf} root handle 1: htb default 1",
         f"class replace dev {shape.intf} parent 1: classid 1:1 htb rate {kbit}kbit "
         f"ceil {kbit}kbit burst {burst}b cburst {burst}b quantum {frame}",
-        f"qdisc replace dev {shape.intf} parent 1:1 handle 10: bfifo limit {shape.buffer_bytes}",
+        child,
     ]
 
 
@@ -84,7 +91,9 @@ def problems(shape: Shape, qdiscs: list[dict], class_text: str) -> list[str]:
         kind = root[0].get("kind") if root else "none"
         return [f"{where}: root qdisc is {kind}, want htb"]
     fifo = [q for q in qdiscs if q.get("parent") == "1:1"]
-    if not fifo or fifo[0].get("kind") != "bfifo":
+    if shape.gate_limit:
+        found += _gate_problems(where, shape, fifo[0] if fifo else None)
+    elif not fifo or fifo[0].get("kind") != "bfifo":
         found.append(f"{where}: bfifo child missing")
     elif fifo[0].get("options", {}).get("limit") != shape.buffer_bytes:
         found.append(f"{where}: bfifo limit {fifo[0]['options'].get('limit')}, "
@@ -98,6 +107,18 @@ def problems(shape: Shape, qdiscs: list[dict], class_text: str) -> list[str]:
         if abs(rate - want) > 0.01 * want:
             found.append(f"{where}: htb rate {rate / 1e6:g} Mb/s, want {shape.mbps:g}")
     return found
+
+
+def _gate_problems(where: str, shape: Shape, child: dict | None) -> list[str]:
+    """What differs in a PFC gate (tbf) from the wanted one; tc shows its limit as the
+    latency of a full queue at its rate (``lat``, us) after its bucket (``burst``)."""
+    if not child or child.get("kind") != "tbf":
+        return [f"{where}: pause gate (tbf) missing"]
+    options = child.get("options", {})
+    limit = options.get("rate", 0) * options.get("lat", 0) / 1e6 + options.get("burst", 0)
+    if abs(limit - shape.gate_limit) > 0.01 * shape.gate_limit:
+        return [f"{where}: gate limit {limit:.0f}, want {shape.gate_limit}"]
+    return []
 
 
 def verify(shapes: Iterable[Shape]) -> None:

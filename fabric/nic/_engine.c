@@ -47,6 +47,9 @@
 #define OP_LAST 0x02
 #define OP_ONLY 0x04
 #define OP_ACK 0x11
+#define OP_CNP 0x81
+#define BECN 0x40000000u
+#define CNP_LEN (BTH_LEN + 16 + ICRC_LEN)
 #define PKEY 0xFFFF
 #define U24 0xFFFFFFu
 #define ACKREQ 0x80000000u
@@ -62,10 +65,10 @@
 
 /* Counters the datapath keeps (the rest of COUNTER_NAMES stay in Python). */
 enum { C_DATA_SENT, C_WIRE_BYTES_SENT, C_LATE_BYTES, C_ACKS_SENT, C_CONTROL_SENT,
-       C_DATA_RECEIVED, C_ACKS_RECEIVED, C_COUNT };
+       C_DATA_RECEIVED, C_ACKS_RECEIVED, C_SENDS_REFUSED, C_CNPS_SENT, C_COUNT };
 static const char *COUNTER_NAMES[C_COUNT] = {
     "data_sent", "wire_bytes_sent", "late_bytes", "acks_sent", "control_sent",
-    "data_received", "acks_received"};
+    "data_received", "acks_received", "sends_refused", "cnps_sent"};
 
 /* Events for the control plane: (kind, value, mono_ns, wall_ns). */
 enum { EV_SHARE_DONE = 1, EV_DELIVERED = 2, EV_IDLE = 3 };
@@ -170,7 +173,10 @@ typedef struct {
 } Qp;
 
 /* ---- receive side (GbnReceiver, Delivery) -------------------------------- */
-typedef struct { int64_t expected, unacked; int nak_pending; int ack_port; } Receiver;
+typedef struct {
+    int64_t expected, unacked; int nak_pending; int ack_port;
+    int64_t base_delay, last_cnp; uint64_t draws; int cnp_sent;  /* DCQCN marking */
+} Receiver;
 typedef struct { uint64_t id, size, bytes; int64_t first_ns, last_ns; int rail, complete; } Delivery;
 typedef struct { int64_t packets, retransmits, timeouts, naks, start_ns; } MsgStats;
 typedef struct { int64_t wall; uint32_t src_ip; int nic; int64_t delay; } Delay;
@@ -197,6 +203,9 @@ typedef struct {
     int64_t mtu, ack_every, delay_every;
     int announce;
     uint64_t salt;
+    int dcqcn;               /* receivers mark by queueing delay and send CNPs */
+    int idle_events;         /* report QPs going idle (PLB) without announce mode */
+    double kmin, kmax, pmax; int64_t cnp_interval;
     PyObject *sender;        /* callable or NULL */
     PyObject *fd_for;        /* callable or NULL */
     Nic *nics; size_t nnics, cap_nics;
@@ -302,6 +311,7 @@ static int transmit(Engine *e, int nic_index, int src_port, uint32_t dst, PyObje
     }
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(ROCE_PORT), .sin_addr = {htonl(dst)}};
     if (sendto(fd, data, len, MSG_DONTWAIT, (struct sockaddr *)&to, sizeof to) >= 0) return 1;
+    if (errno == ENOBUFS) e->count[C_SENDS_REFUSED]++;  /* the NIC's qdisc dropped it (IP_RECVERR) */
     switch (errno) {
     case EAGAIN: case ENOBUFS: case ECONNREFUSED: case EHOSTUNREACH: case ENETUNREACH:
     case EHOSTDOWN: case EINTR:
@@ -489,9 +499,29 @@ static int on_ack(Engine *e, uint32_t qpn, uint32_t psn, int is_nak, int64_t now
             q->done_shares++;
         }
     }
-    if (e->announce && (!q->has_gbn || qp_done(q)))
+    if ((e->announce || e->idle_events) && (!q->has_gbn || qp_done(q)))
         if (event(e, EV_IDLE, h, now, wall) < 0) return -1;
     return 0;
+}
+
+/* DCQCN marking (fabric/nic/dcqcn.py): 1 when this full frame asks for a CNP now. */
+static uint64_t splitmix(uint64_t salt, uint32_t src_ip, uint32_t qpn, uint64_t count) {
+    uint64_t z = salt * 0x9E3779B97F4A7C15ULL + (((uint64_t)src_ip << 24) | qpn) * 0xBF58476D1CE4E5B9ULL + count;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+static int mark(Engine *e, Receiver *r, uint32_t src_ip, uint32_t qpn, int64_t delay, int64_t now) {
+    if (delay < r->base_delay) r->base_delay = delay;
+    double queue = (double)(delay - r->base_delay) * (e->line_mbps / 8000.0);
+    double p;
+    if (queue < e->kmin) return 0;
+    p = queue >= e->kmax ? 1.0 : e->pmax * (queue - e->kmin) / (e->kmax - e->kmin);
+    double u = (double)(splitmix(e->salt, src_ip, qpn, r->draws++) >> 11) / 9007199254740992.0;
+    if (!(u < p)) return 0;
+    if (r->cnp_sent && now - r->last_cnp < e->cnp_interval) return 0;
+    r->cnp_sent = 1; r->last_cnp = now;
+    return 1;
 }
 
 static int on_data(Engine *e, int ni, uint32_t src_ip, PyObject *src_str, const uint8_t *d, size_t size, int64_t now, int64_t wall) {
@@ -515,9 +545,15 @@ static int on_data(Engine *e, int ni, uint32_t src_ip, PyObject *src_str, const 
         ri = (int32_t)e->nrx++;
         e->rx[ri] = (Receiver){0};
         e->rx[ri].ack_port = udp_source_port(qpn, e->salt);
+        e->rx[ri].base_delay = INT64_MAX;
         if (map_put(&e->rx_by_key, key, ri) < 0) return -1;
     }
     Receiver *r = &e->rx[ri];
+    if (e->dcqcn && padding == e->mtu - DATA_OVERHEAD && mark(e, r, src_ip, qpn, wall - ts, now)) {
+        uint8_t c[CNP_LEN] = {0};
+        c[0] = OP_CNP; put16(c + 2, PKEY); put32(c + 4, BECN | qpn);
+        if (send_ack(e, ni, r->ack_port, src_ip, src_str, c, CNP_LEN, C_CNPS_SENT) < 0) return -1;
+    }
     int deliver = 0, send = 0;
     uint32_t ack_psn = 0; int syndrome = SYNDROME_ACK;
     int64_t distance = psn_diff(psn, r->expected);
@@ -589,14 +625,20 @@ static int check_qp(Engine *e, int h) {
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     static char *names[] = {"line_mbps", "nic_burst", "mtu", "ack_every", "delay_every", "announce",
-                            "salt", "sender", "fd_for", NULL};
-    PyObject *sender = Py_None, *fd_for = Py_None;
+                            "salt", "sender", "fd_for", "dcqcn", "idle_events", NULL};
+    PyObject *sender = Py_None, *fd_for = Py_None, *dcqcn = Py_None;
     long long mtu, ack_every, delay_every;
     unsigned long long salt;
     int announce;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "ddLLLpK|OO", names, &e->line_mbps, &e->nic_burst, &mtu,
-                                     &ack_every, &delay_every, &announce, &salt, &sender, &fd_for))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ddLLLpK|OOOp", names, &e->line_mbps, &e->nic_burst, &mtu,
+                                     &ack_every, &delay_every, &announce, &salt, &sender, &fd_for,
+                                     &dcqcn, &e->idle_events))
         return -1;
+    if (dcqcn != Py_None) {  /* (kmin_bytes, kmax_bytes, pmax, cnp_interval_ns) */
+        long long interval;
+        if (!PyArg_ParseTuple(dcqcn, "dddL", &e->kmin, &e->kmax, &e->pmax, &interval)) return -1;
+        e->dcqcn = 1; e->cnp_interval = interval;
+    }
     if ((sender == Py_None) == (fd_for == Py_None)) {
         PyErr_SetString(PyExc_ValueError, "give exactly one of sender (callable) and fd_for (callable)");
         return -1;
@@ -720,6 +762,25 @@ static PyObject *Engine_set_held(Engine *e, PyObject *args) {
     if (!PyArg_ParseTuple(args, "ip", &h, &held)) return NULL;
     if (check_qp(e, h) < 0) return NULL;
     e->qps[h].held = held;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_set_credit(Engine *e, PyObject *args) {
+    int h; double tokens; long long now;
+    if (!PyArg_ParseTuple(args, "idL", &h, &tokens, &now)) return NULL;
+    if (check_qp(e, h) < 0) return NULL;
+    Bucket *b = &e->qps[h].bucket;
+    b->tokens = tokens < b->burst ? tokens : b->burst;
+    b->last = now;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_set_src_port(Engine *e, PyObject *args) {
+    int h, port;
+    if (!PyArg_ParseTuple(args, "ii", &h, &port)) return NULL;
+    if (check_qp(e, h) < 0) return NULL;
+    if (port < 0 || port > 65535) return PyErr_Format(PyExc_ValueError, "set_src_port: bad port %d", port);
+    e->qps[h].src_port = port; e->qps[h].fd = -1;  /* the socket of the new port, at the next send */
     Py_RETURN_NONE;
 }
 
@@ -998,6 +1059,10 @@ static PyMethodDef Engine_methods[] = {
      "add_share(qp, slot, message_id, message_size, base_offset, length): queue bytes of a message"},
     {"set_rate", (PyCFunction)Engine_set_rate, METH_VARARGS, "set_rate(qp, mbps, timeout_s, now)"},
     {"set_held", (PyCFunction)Engine_set_held, METH_VARARGS, "set_held(qp, held): announce mode holds a QP"},
+    {"set_src_port", (PyCFunction)Engine_set_src_port, METH_VARARGS,
+     "set_src_port(qp, port): the QP sends from another UDP source port (a PLB re-path)"},
+    {"set_credit", (PyCFunction)Engine_set_credit, METH_VARARGS,
+     "set_credit(qp, bytes, now): the QP bucket's tokens from now (capped at its burst)"},
     {"qp_state", (PyCFunction)Engine_qp_state, METH_VARARGS,
      "qp_state(qp) -> (idle, unacked_bytes, rto_deadline_ns or -1, base, next, total, high, pacing_mbps)"},
     {"send_control", (PyCFunction)Engine_send_control, METH_VARARGS,

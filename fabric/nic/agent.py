@@ -273,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     agent = Agent(args.server, args.socket)
     signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    # Ctrl-C reaches the whole terminal's process group: the harness, which gets it too,
+    # asks every agent for its records and then has it quit (SIGTERM still stops it).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     status = 0
     try:
         agent.listen()

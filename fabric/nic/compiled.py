@@ -61,7 +61,7 @@ class EngineQP(QpControl):
         self.handle: int | None = None
         super().__init__(qp, nic.ip, nic.rail, remote_ip, src_port, config.mtu,
                          config.line_mbps, config.window_packets, config.rto_ms / 1000.0,
-                         config.ack_every, target_mbps)
+                         config.ack_every, target_mbps, config.dcqcn)
         self.handle = engine.add_qp(nic.index, qp, remote_ip, src_port, config.window_packets,
                                     self.rate.current_mbps,
                                     float(burst_frames * self.frame_bytes), self.timeout_s(), now)
@@ -79,6 +79,15 @@ class EngineQP(QpControl):
 
     def _rate_changed(self, now_ns: int) -> None:
         self.engine.set_rate(self.handle, self.rate.current_mbps, self.timeout_s(), now_ns)
+
+    def set_credit(self, tokens: float, now_ns: int) -> None:
+        """The QP bucket's tokens from ``now_ns`` (capped at its burst)."""
+        self.engine.set_credit(self.handle, tokens, now_ns)
+
+    def set_src_port(self, port: int) -> None:
+        """Send from another UDP source port from now on (a PLB re-path)."""
+        self.src_port = port
+        self.engine.set_src_port(self.handle, port)
 
     def add_share(self, message: SentMessage, base_offset: int, length: int) -> None:
         """Append ``length`` bytes of ``message`` (from ``base_offset``) to this QP."""
@@ -122,7 +131,11 @@ class CompiledCore(AgentCore):
                              config.mtu, config.ack_every, config.delay_sample_every,
                              config.announce, config.salt,
                              sender=None if fd_for else transport.send,
-                             fd_for=(lambda ip, port: fd_for(ip, port).fileno()) if fd_for else None)
+                             fd_for=(lambda ip, port: fd_for(ip, port).fileno()) if fd_for else None,
+                             dcqcn=None if config.dcqcn is None else (
+                                 float(config.dcqcn.kmin_bytes), float(config.dcqcn.kmax_bytes),
+                                 config.dcqcn.pmax, int(config.dcqcn.cnp_interval_ms * 1e6)),
+                             idle_events=bool(config.dcqcn and config.dcqcn.plb_rounds))
         self._stale = self._receivers = False
         self.slots: list[SentMessage] = []
         self.slot_of: dict[int, int] = {}
@@ -186,7 +199,7 @@ class CompiledCore(AgentCore):
     def status(self) -> dict:
         """Progress of the loaded messages (no per-packet counts needed: no sync)."""
         return progress(self._records, self.sent_done, self.received_expected,
-                        self.counters(fresh=False))
+                        self.counters(fresh=False), self.held_qps())
 
     def counters(self, fresh: bool = True) -> dict[str, int]:
         """The counters of docs/run-folder.md (the datapath's from the engine)."""
@@ -238,9 +251,8 @@ class CompiledCore(AgentCore):
                     if delivery is not None and delivery.expected:
                         self.received_expected += 1
                     self._release_due = True
-            elif kind == IDLE and self.flows is not None:
-                qp = self.by_handle[value]
-                self._next_timer = earliest(self._next_timer, self.flows.on_idle(qp, now))
+            elif kind == IDLE:
+                self._on_idle(self.by_handle[value], now)
 
     def _new_qp(self, nic: EngineNic, number: int, remote_ip: str, src_port: int, now: int,
                 burst_frames: int) -> EngineQP:

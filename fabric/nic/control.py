@@ -6,12 +6,14 @@ frozen data, or raises ``RequestError`` saying which field was wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from fabric.nic import wire
+from fabric.nic.dcqcn import DcqcnParams
 
 OPS = ("configure", "load", "start", "status", "set_rate", "finish", "quit")
 TRANSPORTS = ("roce", "tcp")
@@ -50,11 +52,14 @@ class AgentConfig:
     #: Announce every flow to the fabric manager and send only once granted (fabric/nic/wire.py).
     announce: bool = False
     #: A QP idle this long after its last ACK reports its flow done (FLOW_DONE).
-    linger_ms: float = 20.0
+    linger_ms: float = 0.0
     #: A FLOW_REQUEST unanswered this long is sent again; after 3 tries the QP goes at line rate.
-    grant_timeout_ms: float = 50.0
+    grant_timeout_ms: float = 100.0
     #: Which datapath does the per-packet work (DATAPATHS).
     datapath: str = "compiled"
+    #: DCQCN at the NICs (fabric/nic/dcqcn.py): receivers mark and send CNPs, senders run
+    #: the rate machine; None: neither.
+    dcqcn: DcqcnParams | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,12 @@ def _positive(value: Any, where: str) -> float:
     return float(value)
 
 
+def _non_negative(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise RequestError(f"{where}: must be a number >= 0, got {value!r}")
+    return float(value)
+
+
 def _ip(value: Any, where: str) -> str:
     try:
         return str(ipaddress.IPv4Address(value))
@@ -131,7 +142,7 @@ def parse_configure(obj: dict) -> AgentConfig:
     _keys(obj, "configure", {"op", "nics", "line_mbps", "out_dir"},
           {"mtu", "window_packets", "rto_ms", "qps_per_connection", "salt", "ack_every",
            "delay_sample_every", "transport", "announce", "linger_ms", "grant_timeout_ms",
-           "datapath"})
+           "datapath", "dcqcn"})
     if not isinstance(obj["nics"], list) or not obj["nics"]:
         raise RequestError("configure.nics: must be a non-empty list")
     nics = []
@@ -164,9 +175,30 @@ def parse_configure(obj: dict) -> AgentConfig:
         delay_sample_every=_int(obj.get("delay_sample_every", 1),
                                 "configure.delay_sample_every", 0),
         transport=transport, announce=_bool(obj.get("announce", False), "configure.announce"),
-        linger_ms=_positive(obj.get("linger_ms", 20.0), "configure.linger_ms"),
-        grant_timeout_ms=_positive(obj.get("grant_timeout_ms", 50.0), "configure.grant_timeout_ms"),
-        datapath=datapath)
+        linger_ms=_non_negative(obj.get("linger_ms", 0.0), "configure.linger_ms"),
+        grant_timeout_ms=_positive(obj.get("grant_timeout_ms", 100.0), "configure.grant_timeout_ms"),
+        datapath=datapath, dcqcn=_dcqcn(obj.get("dcqcn")))
+
+
+def _dcqcn(value: Any) -> DcqcnParams | None:
+    """``configure.dcqcn``: null, or a table of DcqcnParams fields (the rest default)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RequestError(f"configure.dcqcn: must be a table or null, got {value!r}")
+    known = {f.name: f.type for f in dataclasses.fields(DcqcnParams)}
+    _keys(value, "configure.dcqcn", set(), set(known))
+    checked = {}
+    for name, item in value.items():
+        where = f"configure.dcqcn.{name}"
+        if name in ("kmin_bytes", "kmax_bytes", "fast_recovery_steps", "plb_rounds"):
+            checked[name] = _int(item, where, 0)
+        else:
+            checked[name] = _positive(item, where)
+    params = DcqcnParams(**checked)
+    if params.kmax_bytes <= params.kmin_bytes or params.pmax > 1 or params.g >= 1:
+        raise RequestError("configure.dcqcn: need kmin_bytes < kmax_bytes, pmax <= 1, g < 1")
+    return params
 
 
 def _bool(value: Any, where: str) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fabric.nic import wire
 from fabric.nic.control import AgentConfig, ExpectSpec, RequestError, SendSpec
+from fabric.nic.dcqcn import Marker, ip_number, repath_port
 from fabric.nic.flows import FlowAnnouncer
 from fabric.nic.port import Clock, NicPort, Transport, earliest
 from fabric.nic.pacing import TokenBucket, wire_bytes
@@ -66,6 +67,10 @@ class AgentCore:
         self._next_timer: int | None = None
         self._ports: dict[int, int] = {}
         self.flows = FlowAnnouncer(config, self.count) if config.announce else None
+        self.marker = (None if config.dcqcn is None
+                       else Marker(config.dcqcn, config.line_mbps, config.salt))
+        self.full_padding = wire.max_padding(config.mtu)
+        self.plb_rounds = config.dcqcn.plb_rounds if config.dcqcn else 0
 
     def _port(self, ip: str, rail: int, burst: int, now: int) -> NicPort:
         """One NIC of the datapath (the compiled core makes its own)."""
@@ -83,8 +88,23 @@ class AgentCore:
                                   spec.qps or self.config.qps_per_connection, spec.after)
             self.records.sent[spec.id] = message
             self.unstarted.append(message)
+        if self.flows is not None:
+            self._announce([self.records.sent[spec.id] for spec in sends])
         for spec in expects:
             self._expect(spec)
+
+    def _announce(self, messages: list[SentMessage]) -> None:
+        """Announce mode: the QPs of newly loaded messages ask for their flows now, once."""
+        now, qps = self.clock.mono_ns(), {}
+        for message in messages:
+            nic = self.nic_by_rail[message.src_rail]
+            for index, length in enumerate(split_sizes(message.size, message.qps)):
+                qp = self._qp(nic, message.dst_ip, index)
+                qp.unqueued_shares += 1
+                qp.unqueued_bytes += length
+                qps[qp.qp] = (qp, nic)
+        for qp, nic in qps.values():
+            self._next_timer = earliest(self._next_timer, self.flows.on_loaded(qp, nic, now))
 
     def _expect(self, spec: ExpectSpec) -> bool:
         """Record that message ``spec.id`` is to be received; False if it already was."""
@@ -133,13 +153,18 @@ class AgentCore:
         without reading the kernel's counter file)."""
         if fresh:
             self.count["socket_drops"] = self.transport.socket_drops()
+        self.count["sends_refused"] = self.transport.sends_refused()
         return dict(self.count)
 
     def status(self) -> dict:
         """Progress of the loaded messages (the ``status`` reply without ``ok``; polled
         often, so socket drops are those of the last ``counters()``)."""
         return progress(self.records, self.sent_done, self.received_expected,
-                        self.counters(fresh=False))
+                        self.counters(fresh=False), self.held_qps())
+
+    def held_qps(self) -> int:
+        """Send QPs waiting for a grant (announce mode)."""
+        return sum(1 for qp in self.send_qps.values() if qp.held)
 
     def finish(self, out_dir: str | Path | None = None) -> list[Path]:
         """Write the three CSV files; their paths."""
@@ -188,6 +213,9 @@ class AgentCore:
         every = self.config.delay_sample_every
         if every and self.count["data_received"] % every == 0:
             self.records.delays.append((wall, src_ip, nic.ip, nic.rail, wall - ts))
+        if self.marker is not None and padding == self.full_padding and self.marker.on_frame(
+                ip_number(src_ip), qp, wall - ts, self.clock.mono_ns()):
+            self._send_ack(nic, src_ip, wire.Cnp(qp), "cnps_sent")
         receiver = self.recv_qps.get((src_ip, qp))
         if receiver is None:
             receiver = self.recv_qps[(src_ip, qp)] = GbnReceiver(0, self.config.ack_every)
@@ -214,11 +242,12 @@ class AgentCore:
                 self.received_expected += 1
             self._release_due = True
 
-    def _send_ack(self, nic: NicPort, dst_ip: str, ack: wire.Ack) -> None:
+    def _send_ack(self, nic: NicPort, dst_ip: str, ack: wire.Ack | wire.Cnp,
+                  counter: str = "acks_sent") -> None:
         port = self._ports.get(ack.dest_qp)
         if port is None:
             port = self._ports[ack.dest_qp] = wire.udp_source_port(ack.dest_qp, self.config.salt)
-        nic.send_ack(port, dst_ip, wire.encode(ack))
+        nic.send_ack(port, dst_ip, wire.encode(ack), counter)
 
     def _on_ack(self, ack: wire.Ack, now: int) -> None:
         qp = self.send_qps.get(ack.dest_qp)
@@ -230,8 +259,22 @@ class AgentCore:
             if message.shares_left == 0:
                 message.acked_ns = self.clock.wall_ns()
                 self.sent_done += 1
-        if self.flows is not None and qp.idle():
+        if (self.flows is not None or self.plb_rounds) and qp.idle():
+            self._on_idle(qp, now)
+
+    def _on_idle(self, qp: SendQP, now: int) -> None:
+        """Every packet of ``qp`` is acknowledged: announce mode's done timer, PLB."""
+        if self.flows is not None:
             self._next_timer = earliest(self._next_timer, self.flows.on_idle(qp, now))
+        if self.plb_rounds and qp.busy:
+            qp.busy = False
+            qp.congested_periods = qp.congested_periods + 1 if qp.cnps_in_period else 0
+            qp.cnps_in_period = 0
+            if qp.congested_periods >= self.plb_rounds:
+                qp.congested_periods = 0
+                qp.repaths += 1
+                self.count["repaths"] += 1
+                qp.set_src_port(repath_port(qp.qp, self.config.salt, qp.repaths))
 
     # -- sending ------------------------------------------------------------------
     def _qp(self, nic: NicPort, remote_ip: str, index: int) -> SendQP:
@@ -242,7 +285,7 @@ class AgentCore:
             cfg = self.config
             qp = self._new_qp(nic, number, remote_ip, wire.udp_source_port(number, cfg.salt),
                               self.clock.mono_ns(),
-                              burst_frames=1 if cfg.announce else NIC_BURST_FRAMES)
+                              burst_frames=NIC_BURST_FRAMES)
             self.conns[key] = self.send_qps[number] = qp
             nic.qps.append(qp)
         return qp
@@ -253,7 +296,8 @@ class AgentCore:
         cfg = self.config
         return SendQP(number, nic.ip, nic.rail, remote_ip, src_port, cfg.mtu, cfg.line_mbps,
                       cfg.window_packets, cfg.rto_ms / 1000.0, cfg.ack_every, now,
-                      self.rates_by_dst.get(remote_ip), burst_frames=burst_frames)
+                      self.rates_by_dst.get(remote_ip), burst_frames=burst_frames,
+                      dcqcn=cfg.dcqcn)
 
     def _release(self, now: int) -> None:
         """Queue the messages whose start time came and whose dependencies were received."""
@@ -277,8 +321,13 @@ class AgentCore:
         for index, length in enumerate(sizes):
             qp = self._qp(nic, message.dst_ip, index)
             qp.add_share(message, offset, length)
+            qp.busy = True
             offset += length
             if self.flows is not None:
+                qp.unqueued_shares -= 1
+                qp.unqueued_bytes -= length
+                if qp.phase_pending:
+                    self.flows.on_first_work(qp, now)
                 self._next_timer = earliest(self._next_timer, self.flows.on_queued(qp, nic, now))
 
     def _pump_control(self, now: int) -> int | None:

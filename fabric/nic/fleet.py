@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any, Callable
 from pathlib import Path
 
 from fabric.net.network import Network
@@ -20,6 +21,12 @@ log = logging.getLogger(__name__)
 
 START_DELAY_S = 0.3
 START_JITTER_S = 0.002
+#: In announce mode a round starts once every QP has its grant, or after this long (the
+#: QPs still waiting then fall back to sending ungranted, fabric/nic/flows.py).
+GRANT_WAIT_S = 5.0
+GRANT_POLL_S = 0.02
+#: How long a dead agent's process may take to be seen exited after its socket broke.
+AGENT_EXIT_WAIT_S = 1.0
 POLL_S = 0.1
 #: Status polls cost the harness and every agent a little: 64 agents are polled every 0.32 s.
 POLL_S_PER_AGENT = 0.005
@@ -42,6 +49,7 @@ class NicSettings:
     salt: int               # UDP source-port hash salt and start-jitter seed
     announce: bool          # announce flows in-band to the fabric manager
     datapath: str = "compiled"  # the NIC's per-packet work: "compiled" or "python"
+    dcqcn: dict | None = None   # DCQCN at the NICs (fabric/nic/dcqcn.py fields), or None
 
 
 class AgentFleet:
@@ -77,13 +85,13 @@ class AgentFleet:
                 self._check_alive()
                 raise FabricError(f"agent {server}: no control socket after 20 s")
             client = AgentClient(sock)
-            client.configure(
+            self._ask(server, lambda: client.configure(
                 nics=[{"rail": nic.rail, "ip": nic.ip} for nic in self.net.topology.nics_of(server)],
                 mtu=spec.mtu, line_mbps=spec.nic_mbps, window_packets=settings.window_packets,
                 rto_ms=settings.rto_ms, qps_per_connection=1, salt=settings.salt,
                 ack_every=settings.ack_every, delay_sample_every=settings.delay_sample_every,
                 out_dir=str(self.agent_dir), transport=settings.transport, announce=settings.announce,
-                datapath=settings.datapath)
+                datapath=settings.datapath, dcqcn=settings.dcqcn))
             self.clients[server] = client
 
     def _cross_rail_neighbours(self, rows: list[dict]) -> None:
@@ -100,9 +108,11 @@ class AgentFleet:
         for server, server_lines in lines.items():
             batch("ip", server_lines, netns=self.net.netns(server))
 
-    def run_round(self, rows: list[dict], timeout_s: float) -> None:
+    def run_round(self, rows: list[dict], timeout_s: float,
+                  starting: Callable[[int], None] | None = None) -> None:
         """Load one round of transfers (transfers.json rows) into the agents, start it
-        everywhere at once, and wait until every message is delivered."""
+        everywhere at once, and wait until every message is delivered; ``starting`` is
+        told the round's start time (time.time_ns) before the agents are."""
         self._cross_rail_neighbours(rows)
         for server, client in self.clients.items():
             send = [{"id": r["id"], "src_rail": r["src_rail"], "dst_ip": r["dst_ip"],
@@ -110,14 +120,34 @@ class AgentFleet:
                     for r in rows if r["src"] == server]
             expect = [{"id": r["id"], "dst_rail": r["dst_rail"], "size": r["size"]}
                       for r in rows if r["dst"] == server]
-            client.load(send, expect)
+            self._ask(server, client.load, send, expect)
+        if self.settings.announce:
+            self._wait_for_grants()
         start_ns = time.time_ns() + int(START_DELAY_S * 1e9)
+        if starting:
+            starting(start_ns)
         self.rounds += 1
         # Seeded start jitter per server: repetitions sample timing luck, not only hashes.
         jitter = random.Random(self.settings.salt * 100_003 + self.rounds)
-        for client in self.clients.values():
-            client.start(start_ns + int(jitter.uniform(0, START_JITTER_S) * 1e9))
+        for server, client in self.clients.items():
+            self._ask(server, client.start, start_ns + int(jitter.uniform(0, START_JITTER_S) * 1e9))
         self._wait(len(rows), timeout_s)
+
+    def _wait_for_grants(self) -> None:
+        """Announce mode: hosts and network agree on rates before the round starts; wait
+        until no QP is held for its grant (at most GRANT_WAIT_S)."""
+        controller = self.net.controller
+        if controller is not None and controller.killed:
+            return  # nobody grants: each QP falls back to its hashed path after its timeout
+        deadline = time.monotonic() + GRANT_WAIT_S
+        while time.monotonic() < deadline:
+            held = sum(self._status(server, client).get("held", 0)
+                       for server, client in self.clients.items())
+            if not held:
+                return
+            time.sleep(GRANT_POLL_S)
+        log.warning("round starts with %d QP(s) still waiting for a grant after %.0f s",
+                    held, GRANT_WAIT_S)
 
     def _wait(self, total: int, timeout_s: float) -> None:
         """Poll the agents until every one is done with the round (a done agent stays done:
@@ -130,14 +160,34 @@ class AgentFleet:
             self.net.controller and self.net.controller.check_alive()
             for server, client in self.clients.items():
                 if not statuses.get(server, {}).get("done"):
-                    statuses[server] = client.status()
+                    statuses[server] = self._status(server, client)
             if all(status["done"] for status in statuses.values()):
                 return
             if time.monotonic() > deadline:
+                # The agents count over the whole run (every round loaded so far).
                 received = sum(status["received"] for status in statuses.values())
+                expected = sum(status["expect_total"] for status in statuses.values())
                 raise RunTimedOut(f"run timed out after {timeout_s:.0f} s: {received} of "
-                                  f"{total} messages delivered (see {self.agent_dir})")
+                                  f"{expected} messages delivered so far, this round's "
+                                  f"{total} included (see {self.agent_dir})")
             time.sleep(interval)
+
+    def _status(self, server: str, client: AgentClient) -> dict:
+        """An agent's status (see `_ask`)."""
+        return self._ask(server, client.status)
+
+    def _ask(self, server: str, request: Callable[..., dict], *args: Any) -> dict:
+        """One request to an agent; if it cannot answer because it died, say that it died
+        (not that its socket broke)."""
+        try:
+            return request(*args)
+        except (OSError, FabricError, ValueError):
+            try:
+                self.procs[server].wait(timeout=AGENT_EXIT_WAIT_S)
+            except subprocess.TimeoutExpired:
+                pass
+            self._check_alive()
+            raise
 
     def _check_alive(self) -> None:
         for server, proc in self.procs.items():
@@ -147,11 +197,21 @@ class AgentFleet:
                 raise FabricError(f"agent {server} died: {last} "
                                   f"(log: {self.agent_dir / (server + '.log')})")
 
-    def finish(self, quiesce_s: float = 0.5) -> dict[str, dict]:
+    def finish(self, quiesce_s: float = 0.5, tolerant: bool = False) -> dict[str, dict]:
         """Let late packets (duplicate ACKs) land, have every agent write its records,
-        merge them into the run folder; returns the agents' counters."""
+        merge them into the run folder; returns the agents' counters. ``tolerant``: an
+        agent that cannot answer (it died) is skipped with a warning, so a failed run
+        keeps what the others recorded."""
         time.sleep(quiesce_s)
-        counters = {server: client.finish() for server, client in self.clients.items()}
+        counters = {}
+        for server, client in self.clients.items():
+            try:
+                counters[server] = client.finish()
+            except (OSError, FabricError, ValueError) as exc:
+                if not tolerant:
+                    raise
+                log.warning("agent %s kept no records: %s", server, exc)
+                counters[server] = {"counters": {}, "lost": str(exc)}
         for kind in _CSV_KINDS:
             _merge_csv(sorted(self.agent_dir.glob(f"*.{kind}.csv")), self.out_dir / f"{kind}.csv")
         return {server: reply.get("counters", reply) for server, reply in counters.items()}

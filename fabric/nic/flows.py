@@ -1,18 +1,26 @@
 """Announce mode of the emulated NIC: flows are agreed with the fabric manager before sending.
 
-With ``configure.announce`` a QP that gets work while the manager does not
-know it sends a FLOW_REQUEST (its address, the peer, the bytes queued, its UDP
-source port) to ``wire.MANAGER_IP`` and holds its packets until a RATE_GRANT
-arrives; the grant's rate becomes the QP's rate. A request unanswered for
-``grant_timeout_ms`` is sent again; after ``MAX_TRIES`` the QP sends at its
-current rate anyway (counted in ``grant_timeouts``). A QP idle for
-``linger_ms`` after its last ACK reports FLOW_DONE, so back-to-back messages
-(the steps of a ring) stay one flow. Later grants (rate changes) apply at once.
+With ``configure.announce`` a QP announces its flow once per lifetime, when
+work is loaded for it (before the round starts, so the manager sees a job's
+whole plan at once and grants before the first packet): a FLOW_REQUEST (its
+address, the peer, the bytes loaded, its UDP source port) to
+``wire.MANAGER_IP``; it holds its packets until a RATE_GRANT arrives and the
+grant's rate becomes the QP's rate. A request unanswered for
+``grant_timeout_ms`` is sent again, for as long as the QP has nothing to send
+yet; once it has and ``MAX_TRIES`` went unanswered, it sends at its current
+rate anyway (counted in ``grant_timeouts``): a slow or dead manager delays a
+round's start, never a started flow by more than one timeout. When every packet is
+acknowledged and no loaded work is left (a ring's later steps still waiting
+for their data count as loaded), the QP reports FLOW_DONE after ``linger_ms``
+(default 0: at once), so the steps of a ring are one flow and a finished
+flow's share is free at once. Later grants (rate changes) apply at once.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
+import zlib
 
 from fabric.nic import wire
 from fabric.nic.control import AgentConfig
@@ -30,21 +38,27 @@ class FlowAnnouncer:
     def __init__(self, config: AgentConfig, count: dict[str, int]) -> None:
         self.linger_ns = int(config.linger_ms * 1e6)
         self.timeout_ns = int(config.grant_timeout_ms * 1e6)
+        self.salt = config.salt
         self.count = count
 
-    def on_queued(self, qp: SendQP, nic: NicPort, now: int) -> int | None:
-        """Work was added to ``qp``: ask for a grant unless its flow is known; a deadline."""
+    def on_loaded(self, qp: SendQP, nic: NicPort, now: int) -> int | None:
+        """Work was loaded for ``qp``: ask for a grant unless its flow is known; a deadline."""
         qp.done_deadline = None
         if qp.announced:
             return None
         qp.announced, qp.held, qp.request_tries = True, True, 0
         return self._request(qp, nic, now)
 
+    def on_queued(self, qp: SendQP, nic: NicPort, now: int) -> int | None:
+        """Loaded work was queued on ``qp`` (announced when loaded); a deadline."""
+        return self.on_loaded(qp, nic, now)
+
     def _request(self, qp: SendQP, nic: NicPort, now: int) -> int:
         qp.request_seq = (qp.request_seq + 1) % wire.PSN_MOD
         qp.request_tries += 1
-        request = wire.FlowRequest(qp.qp, qp.nic_ip, qp.remote_ip, qp.unacked_bytes(),
-                                   qp.src_port, qp.request_seq)
+        request = wire.FlowRequest(qp.qp, qp.nic_ip, qp.remote_ip,
+                                   qp.unacked_bytes() + qp.unqueued_bytes, qp.src_port,
+                                   qp.request_seq)
         nic.send_ack(qp.src_port, wire.MANAGER_IP, wire.encode(request), "control_sent")
         qp.request_deadline = now + self.timeout_ns
         return qp.request_deadline
@@ -54,11 +68,26 @@ class FlowAnnouncer:
         self.count["grants_received"] += 1
         if grant.rate_kbps > 0:
             qp.set_rate(grant.rate_kbps / 1000.0, now)
+        if qp.held and qp.idle():
+            qp.phase_pending = True  # the round has not started: phase at its first work
+        elif qp.held:
+            self.on_first_work(qp, now)
         qp.held, qp.request_deadline = False, None
 
+    def on_first_work(self, qp: SendQP, now: int) -> None:
+        """A granted QP got its first work: it starts paced, at a seeded phase of its frame
+        time, not with a full bucket. Every QP of a round is granted before the round
+        starts, so full buckets would send a burst from every NIC at the same instant
+        (2 frames per QP at line rate): an incast no real fabric's independent start
+        times produce, and it overflows 10-frame buffers where the rates fit."""
+        qp.phase_pending = False
+        digest = zlib.crc32(struct.pack("!QI", self.salt & (2**64 - 1), qp.qp))
+        qp.set_credit(digest / 2**32 * qp.frame_bytes, now)
+
     def on_idle(self, qp: SendQP, now: int) -> int | None:
-        """Every packet of ``qp`` is acknowledged: report the flow done after the linger."""
-        if not qp.announced:
+        """Every packet of ``qp`` is acknowledged: with no loaded work left, report the flow
+        done after the linger."""
+        if not qp.announced or qp.unqueued_shares:
             return None
         qp.done_deadline = now + self.linger_ns
         return qp.done_deadline
@@ -66,7 +95,7 @@ class FlowAnnouncer:
     def on_timer(self, qp: SendQP, nic: NicPort, now: int) -> int | None:
         """Retry unanswered requests, report lingered-out flows; the QP's next deadline."""
         if qp.held and qp.request_deadline is not None and now >= qp.request_deadline:
-            if qp.request_tries >= MAX_TRIES:
+            if qp.request_tries >= MAX_TRIES and not qp.idle():
                 qp.held, qp.request_deadline = False, None
                 self.count["grant_timeouts"] += 1
                 log.warning("qp %d to %s: no grant after %d requests; sending anyway", qp.qp,
@@ -75,7 +104,7 @@ class FlowAnnouncer:
                 self._request(qp, nic, now)
         if qp.done_deadline is not None and now >= qp.done_deadline:
             qp.done_deadline = None
-            if qp.idle() and not qp.held:
+            if qp.idle() and not qp.held and not qp.unqueued_shares:
                 done = wire.FlowDone(qp.qp, qp.nic_ip, qp.remote_ip, 0, qp.request_seq)
                 nic.send_ack(qp.src_port, wire.MANAGER_IP, wire.encode(done), "control_sent")
                 qp.announced = False

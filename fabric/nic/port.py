@@ -39,6 +39,9 @@ class Transport(Protocol):
              payload: bytes | memoryview) -> bool:
         """Send one UDP payload from (nic_ip, src_port) to (dst_ip, 4791)."""
 
+    def sends_refused(self) -> int:
+        """Sends the local qdisc dropped and reported back (never sent: retried later)."""
+
     def socket_drops(self) -> int:
         """Datagrams the kernel dropped on receive since the agent was configured."""
 

@@ -17,6 +17,7 @@ import bisect
 import zlib
 
 from fabric.nic import wire
+from fabric.nic.dcqcn import DcqcnParams, DcqcnRate
 from fabric.nic.pacing import QpRate, TokenBucket, wire_bytes
 from fabric.nic.records import SentMessage
 from fabric.nic.gbn import GbnSender
@@ -83,7 +84,7 @@ class QpControl:
 
     def __init__(self, qp: int, nic_ip: str, rail: int, remote_ip: str, src_port: int,
                  mtu: int, line_mbps: float, window: int, rto_s: float, ack_every: int,
-                 target_mbps: float | None = None) -> None:
+                 target_mbps: float | None = None, dcqcn: DcqcnParams | None = None) -> None:
         self.qp = qp
         self.nic_ip = nic_ip
         self.rail = rail
@@ -93,7 +94,8 @@ class QpControl:
         self.window = window
         self.rto_s = rto_s
         self.ack_every = ack_every
-        self.rate = QpRate(line_mbps, target_mbps)
+        self.rate: QpRate | DcqcnRate = (QpRate(line_mbps, target_mbps) if dcqcn is None
+                                         else DcqcnRate(line_mbps, dcqcn, target_mbps))
         self.frame_bytes = wire_bytes(mtu)
         # Announce mode (fabric/nic/flows.py): the fabric manager knows this QP's flow,
         # the QP waits for a grant, and when it asked / will report the flow done.
@@ -103,6 +105,17 @@ class QpControl:
         self.request_tries = 0
         self.request_deadline: int | None = None
         self.done_deadline: int | None = None
+        #: Announce mode: granted while held, so its first work starts at a seeded phase.
+        self.phase_pending = False
+        #: PLB (fabric/nic/dcqcn.py): CNPs in this busy period, busy periods in a row that
+        #: had one, re-paths so far, and whether work came since the QP was last idle.
+        self.cnps_in_period = 0
+        self.congested_periods = 0
+        self.repaths = 0
+        self.busy = False
+        #: Shares (and their bytes) loaded for this QP but not queued on it yet.
+        self.unqueued_shares = 0
+        self.unqueued_bytes = 0
 
     def timeout_s(self) -> float:
         """Effective RTO: ``rto_ms`` plus sending ``ack_every`` full packets at the QP's rate.
@@ -117,6 +130,14 @@ class QpControl:
     def _rate_changed(self, now_ns: int) -> None:
         raise NotImplementedError
 
+    def set_credit(self, tokens: float, now_ns: int) -> None:
+        """The QP bucket's tokens from ``now_ns`` (capped at its burst)."""
+        raise NotImplementedError
+
+    def set_src_port(self, port: int) -> None:
+        """Send from another UDP source port from now on (a PLB re-path)."""
+        self.src_port = port
+
     def set_rate(self, mbps: float, now_ns: int) -> None:
         """New target rate (set_rate request or RATE_GRANT), applied at once."""
         self.rate.set_target(mbps)
@@ -124,6 +145,7 @@ class QpControl:
 
     def on_cnp(self, now_ns: int) -> None:
         """Congestion notification hook: cut the rate (see pacing.QpRate)."""
+        self.cnps_in_period += 1
         self.rate.on_cnp(now_ns)
         self._rate_changed(now_ns)
 
@@ -140,9 +162,10 @@ class SendQP(QpControl):
 
     def __init__(self, qp: int, nic_ip: str, rail: int, remote_ip: str, src_port: int,
                  mtu: int, line_mbps: float, window: int, rto_s: float, ack_every: int,
-                 now_ns: int, target_mbps: float | None = None, burst_frames: int = 2) -> None:
+                 now_ns: int, target_mbps: float | None = None, burst_frames: int = 2,
+                 dcqcn: DcqcnParams | None = None) -> None:
         super().__init__(qp, nic_ip, rail, remote_ip, src_port, mtu, line_mbps, window, rto_s,
-                         ack_every, target_mbps)
+                         ack_every, target_mbps, dcqcn)
         self.bucket = TokenBucket(self.rate.current_mbps, burst_frames * self.frame_bytes, now_ns)
         self.gbn: GbnSender | None = None
         self.shares: list[Share] = []
@@ -151,6 +174,11 @@ class SendQP(QpControl):
         self.high = 0  # one past the highest packet index ever transmitted
         self.buf = bytearray(mtu - wire.IPV4_HEADER_LEN - wire.UDP_HEADER_LEN)
         self.view = memoryview(self.buf)
+
+    def set_credit(self, tokens: float, now_ns: int) -> None:
+        """The QP bucket's tokens from ``now_ns`` (capped at its burst)."""
+        self.bucket.tokens = min(tokens, self.bucket.burst)
+        self.bucket.last = now_ns
 
     # -- queueing -------------------------------------------------------------
     def add_share(self, message: SentMessage, base_offset: int, length: int) -> None:

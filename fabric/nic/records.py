@@ -25,7 +25,14 @@ COUNTER_NAMES = ("data_sent", "data_received", "acks_sent", "acks_received", "co
                  "grants_received", "grant_timeouts",
                  # Fidelity of the NIC itself: wire bytes sent, and line-rate credit lost
                  # because the agent woke up late while it had packets waiting (CPU).
-                 "wire_bytes_sent", "late_bytes")
+                 "wire_bytes_sent", "late_bytes",
+                 # Sends the NIC's own qdisc dropped and reported (ENOBUFS): counted there as
+                 # drops but never sent (sent again later), so conservation subtracts them.
+                 "sends_refused",
+                 # DCQCN: CNPs the receivers sent (fabric/nic/dcqcn.py).
+                 "cnps_sent",
+                 # PLB: QPs that took a new UDP source port after congested busy periods.
+                 "repaths")
 
 
 @dataclass
@@ -115,11 +122,13 @@ def _write(path: Path, columns: Iterable[str], rows: Iterable[Iterable[object]])
     temporary.replace(path)
 
 
-def progress(records: Records, sent_done: int, received: int, counters: dict) -> dict:
-    """The ``status`` reply (without ``ok``) of either transport."""
+def progress(records: Records, sent_done: int, received: int, counters: dict,
+             held: int = 0) -> dict:
+    """The ``status`` reply (without ``ok``) of either transport (``held``: QPs waiting
+    for a grant in announce mode)."""
     send_total = len(records.sent)
     expect_total = sum(1 for d in records.delivered.values() if d.expected)
     return {"sent_done": sent_done, "send_total": send_total,
             "received": received, "expect_total": expect_total,
             "done": sent_done == send_total and received == expect_total,
-            "counters": counters}
+            "held": held, "counters": counters}

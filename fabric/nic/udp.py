@@ -56,6 +56,7 @@ class UdpTransport:
         self.receivers: dict[str, socket.socket] = {}
         self.senders: dict[tuple[str, int], socket.socket] = {}
         self.retries = 0
+        self.refused = 0
         self._drops_at_start = udp_rcvbuf_errors()
         try:
             for ip in nic_ips:
@@ -95,12 +96,18 @@ class UdpTransport:
             if error.errno not in _RETRY_ERRNOS:
                 raise
             self.retries += 1
+            self.refused += error.errno == errno.ENOBUFS
             if self.retries in (1, 10, 100, 1000) or self.retries % 10000 == 0:
                 log.info("send from %s:%d to %s deferred (%s); %d deferrals so far", nic_ip,
                          src_port, dst_ip, errno.errorcode.get(error.errno, error.errno),
                          self.retries)
             return False
         return True
+
+    def sends_refused(self) -> int:
+        """Sends the NIC's own qdisc dropped and reported (ENOBUFS): counted by the qdisc as
+        drops, never sent by the NIC (it sends them again later)."""
+        return self.refused
 
     def socket_drops(self) -> int:
         """Datagrams the kernel dropped for full receive buffers since the sockets opened."""

@@ -38,8 +38,39 @@ def start_network(name: str, tmp: Path, algorithm: str = "ecmp", **options) -> N
     """Build and start a preset fabric with its controller (recorded for the leak check)."""
     net = Network(load(name), algorithm, run_dir=tmp, **options)
     SESSION_PREFIXES.add(net.prefix)
+    WATCHED_RUN_DIRS.append(Path(tmp))
     net.start()
     return net
+
+
+#: Run folders made outside a test's own tmp_path (module fixtures): their controller logs
+#: are checked after every test too.
+WATCHED_RUN_DIRS: list[Path] = []
+#: What no controller log may contain (Faucet checks its logs after every test likewise).
+CONTROLLER_PROBLEMS = ("OFPErrorMsg", "Traceback (most recent call last)", " ERROR ")
+
+
+def controller_problems(folders: list[Path]) -> list[str]:
+    """Lines of the controller logs under ``folders`` that report an OpenFlow error, an
+    exception or an error."""
+    found = []
+    for folder in folders:
+        for log in sorted(Path(folder).rglob("controller.log")):
+            for line in log.read_text(errors="replace").splitlines():
+                if any(problem in line for problem in CONTROLLER_PROBLEMS):
+                    found.append(f"{log}: {line}")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def controller_logs_stay_clean(request, tmp_path):
+    """After every emulation test: no controller it ran logged an OpenFlow error or an
+    exception (mark a test ``controller_errors_expected`` if it provokes them)."""
+    yield
+    if request.node.get_closest_marker("controller_errors_expected"):
+        return
+    problems = controller_problems([tmp_path, *WATCHED_RUN_DIRS])
+    assert not problems, "controller log:\n" + "\n".join(problems[:20])
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -50,10 +81,15 @@ def nothing_left_behind():
     assert railcc_leftovers() == NOTHING
 
 
+#: The experiment seed of `small_fabric` (it must reach the switches' hash basis).
+SMALL_FABRIC_SEED = 5
+
+
 @pytest.fixture(scope="module")
 def small_fabric(tmp_path_factory):
-    """rail-2tier-small under ecmp on two OVS shards (links cross namespaces), shared by
-    the tests of one module."""
-    net = start_network("rail-2tier-small", tmp_path_factory.mktemp("small"), ovs_shards=2)
+    """rail-2tier-small under ecmp on two OVS shards (links cross namespaces), experiment
+    seed `SMALL_FABRIC_SEED`, shared by the tests of one module."""
+    net = start_network("rail-2tier-small", tmp_path_factory.mktemp("small"), ovs_shards=2,
+                        controller_options={"seed": SMALL_FABRIC_SEED})
     yield net
     net.stop()

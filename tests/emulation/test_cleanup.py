@@ -1,6 +1,7 @@
 """Scoped cleanup: after exit, and after SIGKILL + `railcc clean`, nothing of the run is left,
 and a foreign bridge is untouched."""
 
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from tests.emulation.conftest import NOTHING, SESSION_PREFIXES, railcc_leftovers
 
 pytestmark = pytest.mark.emulation
 RAILCC = str(Path(sys.executable).with_name("railcc"))
+SPECS = Path(__file__).parents[2] / "experiments" / "specs"
 FOREIGN = "zzforeign0"
 
 
@@ -117,3 +119,32 @@ def test_bad_topology_starts_nothing(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == "railcc: error: topology.rails: must be 1..8, got 0"
     assert (set(list_netns()), _all_bridges()) == before
+
+
+def test_the_next_run_removes_what_a_killed_run_left_and_says_so(tmp_path, foreign_bridge):
+    # A harness SIGKILLed mid-run leaves its fabric; the next `railcc run` removes it
+    # (its owner is gone) and says so, and still runs; a foreign bridge stays.
+    out = tmp_path / "first"
+    proc = subprocess.Popen([RAILCC, "run", str(SPECS / "sendrecv.toml"), "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(lambda: list((out / "agents").glob("*.sock")) if (out / "agents").exists()
+                  else [], 90, "the first run's agents")
+        states = [s for s in load_all() if s.owner_pid == proc.pid]
+        assert len(states) == 1
+        prefix = states[0].prefix
+        SESSION_PREFIXES.add(prefix)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert railcc_leftovers({prefix})["netns"]
+    second = subprocess.run([RAILCC, "run", str(SPECS / "sendrecv.toml"), "-o",
+                             str(tmp_path / "second")], capture_output=True, text=True,
+                            timeout=300)
+    manifest = json.loads((tmp_path / "second" / "manifest.json").read_text())
+    SESSION_PREFIXES.add(manifest["run_prefix"])
+    assert second.returncode == 0, second.stderr
+    assert f"removed the leftovers of 1 earlier run(s) whose railcc process is gone ({prefix})" \
+        in second.stderr
+    assert railcc_leftovers({prefix}) == NOTHING
+    assert foreign_bridge in _all_bridges()

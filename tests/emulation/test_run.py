@@ -1,6 +1,7 @@
 """Whole experiment runs on rail-2tier-small: collectives complete, loss and slow links
 behave as they would on a real fabric, fidelity is judged, failures clean up."""
 
+import json
 import os
 import signal
 import subprocess
@@ -143,6 +144,14 @@ def test_bad_spec_is_one_line_and_starts_nothing(tmp_path):
     assert set(list_netns()) == before
 
 
+def _cmdline(pid: int) -> bytes:
+    """A process's command line (empty if it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def test_agent_dying_mid_run_fails_clearly_and_cleans_up(tmp_path):
     spec = SPECS / "allreduce.toml"
     load_spec(spec)
@@ -155,8 +164,7 @@ def test_agent_dying_mid_run_fails_clearly_and_cleans_up(tmp_path):
         for ns in set(list_netns()) - before:
             if ns.endswith("-h3"):
                 prefix = prefix_of_netns(ns)
-                agents = [pid for pid in netns_pids(ns)
-                          if b"fabric.nic.agent" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+                agents = [pid for pid in netns_pids(ns) if b"fabric.nic.agent" in _cmdline(pid)]
                 if agents and (tmp_path / "out" / "agents" / "h3.sock").exists():
                     victim = agents[0]
         time.sleep(0.1)
@@ -166,4 +174,54 @@ def test_agent_dying_mid_run_fails_clearly_and_cleans_up(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "agent h3 died" in err
+    assert railcc_leftovers({prefix}) == NOTHING
+
+
+def test_a_run_that_times_out_keeps_its_records_and_says_why(tmp_path):
+    # 32 MB per rank at 10 Mb/s cannot finish in the 2 s limit: the round times out. The
+    # agents' records, the port telemetry and the counters are still written, the verdict
+    # says the run failed, and the analysis copes with messages that never arrived.
+    from fabric.nic.fleet import RunTimedOut
+    data = spec_with("allreduce", limits={"run_timeout_s": 2},
+                     jobs=[{"name": "ring", "collective": "allreduce", "servers": 4,
+                            "sizes": ["32MB"]}])
+    with pytest.raises(RunTimedOut):
+        run_spec(data, tmp_path)
+    for name in ("messages.csv", "deliveries.csv", "delays.csv", "ports.csv", "counters.json",
+                 "fidelity.json"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    summary = analyze(tmp_path)
+    assert not summary["trusted"]
+    assert summary["fidelity"]["reasons"][0].startswith(
+        "the run failed in round 1: RunTimedOut: run timed out after 2 s")
+    row = summary["rows"][0]
+    assert row["incomplete"] > 0 and row["efficiency"] is None and row["packets"] > 0
+    assert railcc_leftovers() == NOTHING  # the fabric went away all the same
+
+
+def test_ctrl_c_keeps_the_records_says_so_and_exits_130(tmp_path):
+    # A terminal's Ctrl-C: SIGINT to the whole process group, harness and agents alike.
+    # Before: exit 0, nothing printed, no records.
+    out = tmp_path / "out"
+    proc = subprocess.Popen([RAILCC, "run", str(SPECS / "allreduce.toml"), "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: (os.setpgrp(),
+                                                signal.signal(signal.SIGINT, signal.SIG_DFL)))
+    deadline = time.monotonic() + 60
+    while not (out / "transfers.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    while not (out / "manifest.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    prefix = json.loads((out / "manifest.json").read_text())["run_prefix"]
+    SESSION_PREFIXES.add(prefix)
+    while not list((out / "agents").glob("*.sock")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2.0)  # into the traffic
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "railcc: interrupted" in err and f"what it recorded is in {out}" in err
+    failed = json.loads((out / "fidelity.json").read_text())["failed"]
+    assert failed["error"] == "KeyboardInterrupt"
+    assert len((out / "messages.csv").read_text().splitlines()) > 1
     assert railcc_leftovers({prefix}) == NOTHING

@@ -1,6 +1,6 @@
-"""adaptive / proactive / reactive on a fake fabric: announced flows get valid, loop-free
-paths; adaptive avoids loaded and failed links; proactive never oversubscribes a link;
-reactive notifies exactly the flows crossing a hot port; grants reach the right NIC."""
+"""adaptive / proactive on a fake fabric: announced flows get valid, loop-free paths;
+adaptive avoids loaded and failed links; proactive never oversubscribes a link; a round
+announced together is placed without a collision; grants reach the right NIC."""
 
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ from controllers.core.inband import control_frame, parse_control  # noqa: E402
 from controllers.core.intents import PacketOut  # noqa: E402
 from controllers.core.maxmin import link_loads  # noqa: E402
 from controllers.algorithms.proactive import ProactiveAlgorithm  # noqa: E402
-from controllers.algorithms.reactive import ReactiveAlgorithm  # noqa: E402
 from fabric.nic import wire  # noqa: E402
 from topologies import load  # noqa: E402
 
-ALGOS = [AdaptiveAlgorithm, ProactiveAlgorithm, ReactiveAlgorithm]
+ALGOS = [AdaptiveAlgorithm, ProactiveAlgorithm]
 
 
 def nic(topology, server, rail):
@@ -38,8 +37,15 @@ def request(topology, fabric, algorithm, src, dst, qp, port, now=0.0):
     """Send a FLOW_REQUEST in-band through the src NIC's ToR; apply and return the intents."""
     frame = from_nic(wire.FlowRequest(qp, src.ip, dst.ip, 10**6, port, 1))
     intents = algorithm.packet_in(topology.node(src.tor).dpid, src.tor_port, frame, now)
+    intents += settle(algorithm)
     fabric.apply(intents)
     return intents
+
+
+def settle(algorithm):
+    """The intents of the algorithm's pending timer, fired when it asked."""
+    due = algorithm.next_timer()
+    return algorithm.timer(due) if due is not None else []
 
 
 def grants(intents):
@@ -169,30 +175,75 @@ def test_proactive_shares_an_incast_fairly_and_raises_rates_when_flows_end():
                               60000 + qp))
     assert last[2][1].rate_kbps == 5000 and last[1][1].rate_kbps == 5000
     frame = from_nic(wire.FlowDone(2, nic(topology, "h2", 0).ip, dst.ip, 0))
-    after = grants(algorithm.packet_in(topology.node("t0r0").dpid, 2, frame, 1.0))
+    assert not grants(algorithm.packet_in(topology.node("t0r0").dpid, 2, frame, 1.0))
+    after = grants(settle(algorithm))  # flows finishing together are re-allocated once
     assert after[1][1].rate_kbps == 10000 and 2 not in after
 
 
-def test_reactive_notifies_exactly_the_flows_crossing_the_hot_port():
+def headline_round(topology):
+    """The flows (src NIC, dst NIC, bytes) of the headline spec's first round, one per QP."""
+    from pathlib import Path
+
+    from experiments.workload.spec import load_spec
+    spec = load_spec(Path(__file__).parents[3] / "experiments/specs/headline.toml")
+    flows: dict[tuple[str, str], int] = {}
+    for record in spec.transfer_records(topology):
+        if record["iteration"] == 0:
+            key = (record["src_ip"], record["dst_ip"])
+            flows[key] = flows.get(key, 0) + record["size"]
+    by_ip = {n.ip: n for s in topology.servers() for n in topology.nics_of(s.name)}
+    return [(by_ip[a], by_ip[b], size) for (a, b), size in sorted(flows.items())]
+
+
+def announce_all(topology, fabric, algorithm, flows, now=0.0):
+    """Every flow's FLOW_REQUEST, 1 ms apart as a round's loads come; then the batch timer."""
+    intents = []
+    for qp, (src, dst, size) in enumerate(flows, start=1):
+        frame = from_nic(wire.FlowRequest(qp, src.ip, dst.ip, size, 40000 + qp, 1))
+        intents += algorithm.packet_in(topology.node(src.tor).dpid, src.tor_port, frame,
+                                       now + qp * 0.001)
+    assert not grants(intents)  # nothing granted before the batch is complete
+    intents += settle(algorithm)
+    fabric.apply(intents)
+    return intents
+
+
+@pytest.mark.parametrize("cls", [AdaptiveAlgorithm, ProactiveAlgorithm])
+def test_a_round_announced_together_is_placed_without_a_collision(cls):
+    # The headline's rings and All2All: a placement exists where no switch link carries
+    # more than its capacity of expected rate (rings at line rate, All2All flows at a
+    # quarter of it); one at a time, in arrival order, an All2All flow took a ring's spine.
     topology = load("rail-2tier-small")
-    algorithm, fabric = programmed(topology, ReactiveAlgorithm(topology))
-    for qp, (a, b) in enumerate([("h1", "h5"), ("h2", "h6"), ("h3", "h7"), ("h4", "h8"),
-                                 ("h1", "h6")], 1):
-        request(topology, fabric, algorithm, nic(topology, a, 0), nic(topology, b, 0), qp,
-                50000 + qp)
-    busy = max(algorithm.on_link, key=lambda link: (len(algorithm.on_link[link]), link))
-    crossing = algorithm.on_link[busy]
-    assert len(crossing) >= 2
-    dpid = topology.node(busy[0]).dpid
-    algorithm.port_stats(dpid, [PortCounters(busy[1], tx_bytes=0)], now=0.0)
-    intents = algorithm.port_stats(dpid, [PortCounters(busy[1], tx_bytes=1_240_000)], now=1.0)
-    notified = {(parse_dst(i), wire.decode(i.data[42:]).dest_qp) for i in intents}
-    assert all(isinstance(wire.decode(i.data[42:]), wire.Cnp) for i in intents)
-    assert notified == {(algorithm.flows[k].src_ip, k[1]) for k in crossing}
-    quiet = algorithm.port_stats(dpid, [PortCounters(busy[1], tx_bytes=1_300_000)], now=2.0)
-    assert quiet == []  # 0.5 Mb/s: not congested
+    algorithm, fabric = programmed(topology, cls(topology, batch_s=0.005, batch_max_s=1.0))
+    flows = headline_round(topology)
+    intents = announce_all(topology, fabric, algorithm, flows)
+    assert len(grants(intents)) == len(flows) == len(algorithm.flows)
+    for link, mbps in algorithm.link_demand.items():
+        assert mbps <= algorithm.capacity[link] * 1.000001, (link, mbps)
+    for qp, (src, dst, _) in enumerate(flows, start=1):
+        hops, reached = fabric.trace(src, dst.ip, udp_src=40000 + qp)
+        assert reached == (dst.server, dst.rail)
 
 
-def parse_dst(intent):
-    import socket
-    return socket.inet_ntoa(intent.data[30:34])
+def test_proactive_grants_the_headline_rings_their_line_rate_and_regrants_when_flows_end():
+    topology = load("rail-2tier-small")
+    algorithm, fabric = programmed(topology, ProactiveAlgorithm(topology, headroom=0.99))
+    flows = headline_round(topology)
+    granted = {q: g.rate_kbps for q, (_, g) in
+               grants(announce_all(topology, fabric, algorithm, flows)).items()}
+    line = topology.spec.nic_mbps * 1000 * 0.99
+    ring = [q for q, (_, _, size) in enumerate(flows, start=1) if size > 10**6]  # 4 x 1/3 MB
+    assert ring and all(granted[q] >= line - 1 for q in ring)
+    # An All2All NIC sends to 4 NICs and receives from 4: a quarter each; when the other
+    # flows of its sender and of its receiver are done, it gets the whole line rate.
+    a2a = [q for q in granted if q not in ring]
+    kept = a2a[0]
+    src, dst = flows[kept - 1][0], flows[kept - 1][1]
+    sharing = [q for q in a2a if q != kept and (flows[q - 1][0] is src or flows[q - 1][1] is dst)]
+    assert len(sharing) == 6 and all(abs(granted[q] - line / 4) <= 1 for q in sharing + [kept])
+    for q in sharing:
+        frame = from_nic(wire.FlowDone(q, flows[q - 1][0].ip, flows[q - 1][1].ip, 0))
+        tor = flows[q - 1][0]
+        algorithm.packet_in(topology.node(tor.tor).dpid, tor.tor_port, frame, 1.0)
+    after = {k: g.rate_kbps for k, (_, g) in grants(settle(algorithm)).items()}
+    assert after[kept] >= line - 1 and set(after) <= set(granted) - set(sharing)

@@ -142,7 +142,7 @@ def test_registry_knows_ecmp_and_rejects_unknown():
     topology = load("rail-2tier-small")
     assert isinstance(make_algorithm("ecmp", topology), Algorithm)
     assert make_algorithm("ecmp", topology).name == "ecmp" and "ecmp" in ALGORITHMS
-    with pytest.raises(UnknownAlgorithm, match=r"unknown name 'nope' \(known: adaptive, ecmp, proactive, reactive\)"):
+    with pytest.raises(UnknownAlgorithm, match=r"unknown name 'nope' \(known: adaptive, dcqcn, ecmp, proactive, reactive\)"):
         make_algorithm("nope", topology)
     with pytest.raises(UnknownAlgorithm, match="bad options"):
         make_algorithm("ecmp", topology, bogus=1)
@@ -206,8 +206,11 @@ def test_shim_programs_switch_marks_ready_after_barrier_and_answers_arp(tmp_path
     tor = topology.node("t0r0")
     dp = RecordingDatapath(tor.dpid)
     app.on_features(SimpleNamespace(msg=SimpleNamespace(datapath=dp)))
+    (request,) = dp.sent  # first, what the switch already holds
+    assert isinstance(request, ofproto_v1_3_parser.OFPFlowStatsRequest)
+    app.on_flow_stats(flow_stats(dp, []))
     barrier = dp.sent[-1]
-    assert [wire_fields(m) for m in dp.sent[:2]] == CLEAR_SWITCH  # the program starts clean
+    assert all(wire_fields(m)[1]["command"] == 0 for m in dp.sent[1:-1])  # adds only
     assert wire_fields(barrier)[0] == OFPT_BARRIER_REQUEST
     assert OFPT_BARRIER_REQUEST not in [wire_fields(m)[0] for m in dp.sent[:-1]]
     assert json.loads(ready.read_text())["configured"] == []
@@ -225,6 +228,41 @@ def test_shim_programs_switch_marks_ready_after_barrier_and_answers_arp(tmp_path
         datapath=dp, match={"in_port": asker.tor_port}, data=frame)))
     (out,) = dp.sent[before:]
     assert out.actions[0].port == asker.tor_port and Ether(out.data)[ARP].hwsrc == target.mac
+
+
+def flow_stats(dp, flows, more: bool = False) -> SimpleNamespace:
+    """A flow-stats reply event of ``dp`` listing ``flows`` (table_id, priority, match)."""
+    body = [SimpleNamespace(table_id=t, priority=p, match=m) for t, p, m in flows]
+    return SimpleNamespace(msg=SimpleNamespace(datapath=dp, body=body,
+                                               flags=ofproto_v1_3.OFPMPF_REPLY_MORE if more
+                                               else 0))
+
+
+def test_a_reconnecting_switch_is_resynced_without_a_flush(tmp_path):
+    # A switch that kept forwarding while the controller was away: the program's flows are
+    # re-added over the ones it holds (same table, priority, match: nothing removed), and
+    # only a flow the program no longer has is deleted, before the program goes out.
+    from controllers.openflow import shim
+    topology = load("rail-2tier-small")
+    shim.configure(shim.ShimConfig(save(topology, tmp_path / "t.json"), "ecmp",
+                                   tmp_path / "ready.json"))
+    app = shim.RailccController()
+    dp = RecordingDatapath(topology.node("t0r0").dpid)
+    app.on_features(SimpleNamespace(msg=SimpleNamespace(datapath=dp)))
+    app.on_flow_stats(flow_stats(dp, []))
+    program = [m for m in dp.sent if isinstance(m, ofproto_v1_3_parser.OFPFlowMod)]
+    held = [(m.table_id, m.priority, m.match) for m in program]
+    stale = (0, 999, ofproto_v1_3_parser.OFPMatch(eth_type=0x0800, ipv4_dst="10.9.9.9"))
+    dp.sent.clear()
+    app.on_features(SimpleNamespace(msg=SimpleNamespace(datapath=dp)))
+    app.on_flow_stats(flow_stats(dp, held[:5], more=True))
+    assert len(dp.sent) == 1  # still waiting for the rest of the reply
+    app.on_flow_stats(flow_stats(dp, held[5:] + [stale]))
+    mods = [m for m in dp.sent if isinstance(m, ofproto_v1_3_parser.OFPFlowMod)]
+    deletes = [m for m in mods if m.command != ofproto_v1_3.OFPFC_ADD]
+    assert [(m.command, m.priority) for m in deletes] == [(ofproto_v1_3.OFPFC_DELETE_STRICT, 999)]
+    assert mods[0] is deletes[0] and len(mods) == 1 + len(program)
+    assert not any(isinstance(m, ofproto_v1_3_parser.OFPGroupMod) for m in dp.sent)
 
 
 def test_shim_handler_errors_are_logged_not_raised(tmp_path, caplog):

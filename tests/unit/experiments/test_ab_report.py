@@ -124,13 +124,21 @@ def test_ctrl_c_keeps_what_finished(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--algos", "ecmp,bogus"], "--algos: unknown algorithm 'bogus' (known: ecmp, adaptive, "
-                                "proactive, reactive)"),
+                                "proactive, dcqcn, reactive)"),
     (["--algos", "ecmp,adaptive,ecmp"], "--algos: 'ecmp' is given twice"),
     (["--repeat", "0"], "--repeat: must be 1..100, got 0"),
     (["--repeat", "101"], "--repeat: must be 1..100, got 101"),
     (["--repeat", "three"], "--repeat: must be an integer 1..100, got 'three'"),
     (["--algos", "ecmp,adaptive", "--baseline", "reactive"],
      "--baseline: 'reactive' is not among --algos (ecmp, adaptive)"),
+    (["--vary", "transport.nic=python,c"],
+     "--vary transport.nic=c: transport.nic: must be one of compiled, python, got 'c'"),
+    (["--vary", "transport.nic=python"],
+     "--vary transport.nic: give two or more non-empty values, got 'python'"),
+    (["--vary", "nic=python,compiled"], "--vary: expected TABLE.KEY=v1,v2 (e.g. "
+                                        "transport.nic=python,compiled), got 'nic=python,compiled'"),
+    (["--algos", "ecmp", "--vary", "transport.nic=python,compiled", "--baseline", "ecmp"],
+     "--baseline: 'ecmp' is not among the arms (ecmp nic=python, ecmp nic=compiled)"),
 ])
 def test_cli_validation_fails_before_anything_starts(monkeypatch, capsys, tmp_path, args,
                                                       message):
@@ -163,3 +171,96 @@ def test_cli_json_with_a_fake_runner(monkeypatch, capsys, tmp_path):
     assert stored["baseline"] == "ecmp" and stored["complete"]
     assert stored["command"].endswith(f"--baseline ecmp -o {tmp_path / 'o'}")
     assert "ab: run 2/2 ecmp rep 0: trusted, efficiency 80.0 %" in captured.err
+
+
+def test_a_varied_spec_key_makes_one_arm_per_algorithm_and_value(tmp_path):
+    from experiments.workload.spec import from_dict, read_spec
+    plan = make_plan("ecmp,adaptive", 2, None, vary="transport.nic=python,compiled")
+    assert plan.algorithms == ("ecmp nic=python", "ecmp nic=compiled", "adaptive nic=python",
+                               "adaptive nic=compiled")
+    assert plan.baseline == "ecmp nic=python"
+    data = read_spec(SPEC)
+    variants = {arm.label: from_dict(arm.apply(data)) for arm in plan.arms}
+    seen = []
+
+    class Recording(FakeRunner):
+        def __call__(self, experiment, run_dir, progress, forced_over_capacity=None):
+            seen.append((experiment.algorithm, experiment.transport.nic, experiment.seed,
+                         run_dir.relative_to(tmp_path).as_posix()))
+            return super().__call__(experiment, run_dir, progress)
+
+    result = run_ab(load_spec(SPEC), plan, tmp_path, "s.toml", "railcc ab s.toml",
+                    progress=lambda _: None, runner=Recording(), variants=variants)
+    assert seen[:4] == [("ecmp", "python", 1, "ecmp-nic=python/rep0"),
+                        ("ecmp", "compiled", 1, "ecmp-nic=compiled/rep0"),
+                        ("adaptive", "python", 1, "adaptive-nic=python/rep0"),
+                        ("adaptive", "compiled", 1, "adaptive-nic=compiled/rep0")]
+    assert len(seen) == 8 and seen[4][2] == 2
+    assert result["results"]["adaptive nic=compiled"]["trusted_label"] == "1/2"
+    assert result["arms"][3] == {"label": "adaptive nic=compiled", "algorithm": "adaptive",
+                                 "key": "transport.nic", "value": "compiled"}
+    assert "| adaptive nic=python |" in (tmp_path / "report.md").read_text()
+
+
+def test_the_demo_runs_the_headline_ab_with_a_fake_runner(monkeypatch, capsys, tmp_path):
+    # `make demo`'s command: every option of `railcc ab` it does not set must default.
+    from experiments.cli import main as cli
+    runner = FakeRunner()
+    monkeypatch.setattr("fabric.net.network.require_root", lambda: None)
+    monkeypatch.setattr("experiments.cli.ab.default_runner", runner)
+    monkeypatch.setattr(sys, "argv", ["railcc", "demo", "--repeat", "1", "-o",
+                                      str(tmp_path / "demo")])
+    cli.main()
+    assert [algorithm for algorithm, _ in runner.calls] == ["ecmp", "adaptive", "dcqcn",
+                                                            "proactive"]
+    assert json.loads((tmp_path / "demo" / "ab.json").read_text())["complete"]
+
+
+def test_ctrl_c_exits_130_and_says_so(monkeypatch, capsys, tmp_path):
+    # The CLI library turns Ctrl-C into an abort and, not standalone, returns 130 instead
+    # of exiting: railcc exited 0 and printed nothing.
+    from experiments.cli import main as cli
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("experiments.cli.run.run_and_report", interrupted)
+    monkeypatch.setattr(sys, "argv", ["railcc", "run", str(SPEC), "-o", str(tmp_path / "o")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 130
+    assert "railcc: interrupted" in capsys.readouterr().err
+
+
+def test_resume_finishes_a_stopped_ab_running_only_what_is_missing(monkeypatch, capsys,
+                                                                    tmp_path):
+    from experiments.cli import main as cli
+    folder = tmp_path / "ab"
+    first = FakeRunner(interrupt_at=3)
+    monkeypatch.setattr("fabric.net.network.require_root", lambda: None)
+    monkeypatch.setattr("experiments.cli.ab.default_runner", first)
+    monkeypatch.setattr(sys, "argv", ["railcc", "ab", str(SPEC), "--algos", "ecmp,adaptive",
+                                      "--repeat", "2", "-o", str(folder)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 130
+    stopped = json.loads((folder / "ab.json").read_text())
+    assert len(stopped["runs"]) == 2 and stopped["stopped"]
+    (folder / "ecmp" / "rep1").mkdir(parents=True)  # the run Ctrl-C cut off left a folder
+    (folder / "ecmp" / "rep1" / "partial").write_text("x")
+    second = FakeRunner()
+    monkeypatch.setattr("experiments.cli.ab.default_runner", second)
+    monkeypatch.setattr(sys, "argv", ["railcc", "ab", "--resume", str(folder)])
+    cli.main()
+    assert second.calls == [("ecmp", 2), ("adaptive", 2)]  # only repetition 1, in order
+    done = json.loads((folder / "ab.json").read_text())
+    assert done["complete"] and done["stopped"] is None
+    assert [(r["algorithm"], r["rep"]) for r in done["runs"]] == [
+        ("ecmp", 0), ("adaptive", 0), ("ecmp", 1), ("adaptive", 1)]
+    assert done["command"] == stopped["command"]
+    assert not (folder / "ecmp" / "rep1" / "partial").exists()
+    monkeypatch.setattr(sys, "argv", ["railcc", "ab", "--resume", str(folder)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    assert "the A/B is complete; nothing to resume" in capsys.readouterr().err

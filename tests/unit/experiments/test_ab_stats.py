@@ -178,3 +178,17 @@ def test_tables_show_every_algorithm():
     assert lines[0].startswith("| algorithm | trusted | efficiency (95% CI)")
     assert len(lines) == 5 and lines[4].startswith("| proactive | 0/1 | - | - |")
     assert "| train S=4000000 | 1405.0 / 1410.0 (4) |" in "\n".join(ab_table.cct_table(ab))
+
+
+def test_a_runs_efficiency_is_weighted_by_the_bytes_of_each_job_and_each_job_is_kept():
+    data = copy.deepcopy(SUMMARY)
+    data["rows"][0].update(efficiency=0.5, bytes=1_000_000)
+    data["rows"][1].update(efficiency=1.0, bytes=3_000_000)
+    record = run_record("ecmp", 0, 1, "ecmp/rep0", data)
+    assert record["metrics"]["efficiency"] == pytest.approx((0.5 * 1 + 1.0 * 3) / 4)
+    assert record["job_efficiency"] == {"train S=1000000": 0.5, "train S=4000000": 1.0}
+    ab = aggregate([record, run_record("ecmp", 1, 2, "ecmp/rep1", data)], ["ecmp"], "ecmp")
+    figure = ab["results"]["ecmp"]["job_efficiency"]["train S=1000000"]
+    assert figure["mean"] == pytest.approx(0.5)
+    table = "\n".join(ab_table.job_table({"algorithms": ["ecmp"], **ab}))
+    assert "| train S=1000000 | 50.0 % [50.0, 50.0] |" in table

@@ -99,3 +99,13 @@ def test_cct_is_first_start_to_last_end_per_iteration():
     assert m.cct_per_iteration(records) == {0: pytest.approx(1.5), 1: pytest.approx(0.6)}
     with pytest.raises(ValueError, match="iteration 3"):
         m.cct_per_iteration([m.MessageRecord(3, 2.0, 1.0)])
+
+
+def test_the_wire_ceiling_is_message_bytes_per_link_byte_of_a_full_frame():
+    from fabric.nic import wire
+    from fabric.nic.pacing import wire_bytes
+    from experiments.analysis.metrics import wire_ceiling
+    # 9000-byte IP packets: 68 bytes of IPv4 / UDP / BTH / header / ICRC, 14 of Ethernet.
+    assert wire.max_padding(9000) == 9000 - wire.DATA_OVERHEAD
+    assert wire_ceiling(9000) == pytest.approx((9000 - wire.DATA_OVERHEAD) / wire_bytes(9000))
+    assert 0.98 < wire_ceiling(9000) < 0.995 and wire_ceiling(1500) < wire_ceiling(9000)

@@ -26,11 +26,14 @@ FULL = {"experiment": {"name": "t", "seed": 1}, "topology": {"preset": "rail-2ti
         "controller": {"algorithm": "ecmp"}, "transport": {"kind": "roce"},
         "telemetry": {"rate_hz": 10}, "limits": {"run_timeout_s": 60},
         "emulator": {"ovs_shards": 2, "ovs_allocator": "glibc"},
-        "jobs": [{"collective": "allreduce", "servers": 4, "sizes": ["1MB"]}]}
+        "dcqcn": {"kmin_bytes": 9000, "pmax": 0.1},
+        "jobs": [{"collective": "allreduce", "servers": 4, "sizes": ["1MB"]}],
+        "faults": [{"kind": "link-down", "link": "t0r0-s0", "at": "300ms"}]}
 WRONG_TYPE = {"experiment": ("seed", "1"), "topology": ("rails", "4"),
               "controller": ("stats_interval_ms", "fast"), "jobs": ("iterations", "two"),
               "transport": ("window_packets", 3.5), "telemetry": ("delay_sample_every", True),
-              "limits": ("run_timeout_s", [60]), "emulator": ("ovs_shards", "2")}
+              "limits": ("run_timeout_s", [60]), "emulator": ("ovs_shards", "2"),
+              "dcqcn": ("pmax", "high"), "faults": ("count", "3")}
 KEYWORDS = {"$schema", "$defs", "$ref", "title", "description", "default", "type", "properties",
             "additionalProperties", "required", "anyOf", "enum", "const", "items", "minItems",
             "minimum", "maximum", "exclusiveMinimum", "pattern", "maxLength"}
@@ -82,7 +85,7 @@ def _keywords(node: Any) -> set[str]:
 
 
 def _table(data: dict, table: str) -> dict:
-    return data["jobs"][0] if table == "jobs" else data[table]
+    return data[table][0] if table in ("jobs", "faults") else data[table]
 
 
 def test_schema_uses_only_the_keywords_the_checker_knows():
@@ -101,7 +104,8 @@ def test_every_table_is_closed_and_lists_the_models_keys():
     assert SCHEMA["additionalProperties"] is False and set(SCHEMA["properties"]) == set(FULL)
     assert set(SCHEMA["required"]) == {"experiment", "topology", "jobs"}
     for table, field in SpecFile.model_fields.items():
-        model = field.annotation.__args__[0] if table == "jobs" else field.annotation
+        model = field.annotation.__args__[0] if table in ("jobs", "faults") else \
+            field.annotation
         definition = SCHEMA["$defs"][model.__name__]
         assert definition["additionalProperties"] is False, table
         assert list(definition["properties"]) == list(model.model_fields), table
@@ -112,7 +116,7 @@ def test_unknown_key_is_rejected_in_every_table(table):
     data = copy.deepcopy(FULL)
     _table(data, table)["colour"] = "red"
     assert conforms(FULL, SCHEMA) and not conforms(data, SCHEMA)
-    where = "jobs[0]" if table == "jobs" else table
+    where = f"{table}[0]" if table in ("jobs", "faults") else table
     with pytest.raises(SpecError, match=rf"^{re.escape(where)}\.colour: unknown key \(known: "):
         from_dict(data)
 
@@ -123,7 +127,7 @@ def test_wrong_type_is_rejected_in_every_table(table):
     data = copy.deepcopy(FULL)
     _table(data, table)[key] = value
     assert not conforms(data, SCHEMA)
-    where = "jobs[0]" if table == "jobs" else table
+    where = f"{table}[0]" if table in ("jobs", "faults") else table
     with pytest.raises(SpecError, match=rf"^{re.escape(where)}\.{key}: must be "):
         from_dict(data)
 

@@ -40,9 +40,12 @@ class SimNet:
     core_class: type[AgentCore] = AgentCore
 
     def __init__(self, clock: FakeClock, delay_ns: int = 100_000, loss: float = 0.0,
-                 seed: int = 1, refuse_every: int = 0) -> None:
+                 seed: int = 1, refuse_every: int = 0, jitter_ns: int = 0) -> None:
         self.clock = clock
         self.delay_ns = delay_ns
+        #: Extra delay of each datagram, uniform in [0, jitter_ns): queueing, as the
+        #: receivers' DCQCN marking sees it.
+        self.jitter_ns = jitter_ns
         self.loss = loss
         self.rng = random.Random(seed)
         self.refuse_every = refuse_every
@@ -66,8 +69,14 @@ class SimNet:
         if self.rng.random() < self.loss:
             self.lost += 1
             return True
-        heapq.heappush(self.queue, (self.clock.now + self.delay_ns, self.seq, nic_ip, dst_ip, data))
+        extra = self.rng.randrange(self.jitter_ns) if self.jitter_ns else 0
+        heapq.heappush(self.queue, (self.clock.now + self.delay_ns + extra, self.seq, nic_ip,
+                                    dst_ip, data))
         return True
+
+    def sends_refused(self) -> int:
+        """No qdisc here."""
+        return 0
 
     def socket_drops(self) -> int:
         """No kernel here."""

@@ -8,10 +8,12 @@ import heapq
 
 import pytest
 
-from tests.unit.fabric.simnet import FakeClock, SimNet, datapath  # noqa: F401
+from tests.unit.fabric.simnet import WALL_OFFSET, FakeClock, SimNet, datapath  # noqa: F401
 from tests.unit.fabric.test_agent_core import A, B, _transfer
 
 from fabric.nic import wire  # noqa: E402
+from fabric.nic.control import ExpectSpec, SendSpec  # noqa: E402
+from fabric.nic.pacing import wire_bytes  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("datapath")
 
@@ -118,3 +120,63 @@ def test_messages_sharing_a_qp_are_one_flow():
     net.run()
     settle(net, 30)
     assert len(manager.requests) == 1 and len(manager.done) == 1
+
+
+def test_a_qp_announces_its_whole_load_before_the_start_and_is_done_once_at_the_end():
+    # A ring in miniature: h1 -> h5 (1), h5 -> h1 after it (2), h1 -> h5 after that (3).
+    # h1's QP to h5 carries 1 and 3: one flow for both, though 3 waits for 2's data.
+    clock = FakeClock()
+    net = SimNet(clock, seed=3)
+    h1 = net.add("h1", [A], announce=True, grant_timeout_ms=30.0)
+    h5 = net.add("h5", [B], announce=True)
+    manager = FakeManager(net, rate_kbps=10000)
+    h1.load([SendSpec(1, 0, B, 200_000), SendSpec(3, 0, B, 120_000, (2,))],
+            [ExpectSpec(2, 0, 150_000)])
+    h5.load([SendSpec(2, 0, A, 150_000, (1,))], [ExpectSpec(1, 0, 200_000),
+                                                ExpectSpec(3, 0, 120_000)])
+    settle(net, 5)  # loaded, not started
+    assert sorted((r.src_ip, r.size_bytes) for _, r in manager.requests) == [
+        (A, 320_000), (B, 150_000)]
+    assert h1.counters()["grants_received"] == 1 and h1.counters()["data_sent"] == 0
+    h1.start(None)
+    h5.start(None)
+    net.run()
+    settle(net, 1)
+    assert len(manager.requests) == 2
+    done = {message.src_ip: now for now, message in manager.done}
+    assert sorted(done) == [A, B] and len(manager.done) == 2
+    base = WALL_OFFSET
+    assert done[A] >= h1.records.sent[3].acked_ns - base  # not between 1 and 3
+    assert done[A] - (h1.records.sent[3].acked_ns - base) < 1_000_000  # no linger: at once
+
+
+def test_a_qp_granted_before_the_start_begins_paced_at_a_seeded_phase_not_with_a_burst():
+    # Three QPs (to three peers) granted 1 Mb/s before the round starts: at the start each
+    # sends its first frame at its own phase of the 72 ms frame time and the next one a
+    # frame time later, never two back to back; with full buckets all three would send
+    # two frames at once at the start (an incast the rates do not cause).
+    clock = FakeClock()
+    net = SimNet(clock, seed=3)
+    peers = ["10.0.1.1", "10.0.1.2", "10.0.1.3"]
+    h1 = net.add("h1", [A], announce=True, salt=7)
+    for index, ip in enumerate(peers):
+        net.add(f"p{index}", [ip], announce=True)
+    FakeManager(net, rate_kbps=1000)
+    h1.load([SendSpec(i, 0, ip, 40_000) for i, ip in enumerate(peers)], [])
+    for index, ip in enumerate(peers):
+        net.cores[ip].load([], [ExpectSpec(index, 0, 40_000)])
+    settle(net, 5)
+    assert h1.held_qps() == 0
+    start = clock.now
+    h1.start(None)
+    settle(net, 400)
+    frame_ns = wire_bytes(9000) * 8 / 1e6 * 1e9  # at 1 Mb/s
+    data = [(t, size) for t, ip, size in net.sent_at if ip == A and t >= start and size > 1000]
+    firsts = sorted(t - start for t, _ in data[:3])
+    assert len({round(f / 1e6) for f in firsts}) == 3, firsts  # three distinct phases
+    assert all(0 <= f <= frame_ns for f in firsts), firsts
+    assert firsts[0] > 0  # not all at the start instant
+    for peer in peers:  # each QP paced from its first frame: the next one a frame time on
+        mine = [t for (t, ip, size), (_, _, dst, _) in zip(net.sent_at, net.sent)
+                if ip == A and dst == peer and t >= start and size > 1000]
+        assert mine[1] - mine[0] >= 0.99 * frame_ns, (peer, mine[:2])

@@ -135,3 +135,40 @@ def test_a_run_forced_past_the_capacity_check_is_untrusted():
     assert judged(forced_over_capacity=None).trusted
     verdict = judged(forced_over_capacity="nic_mbps = 40 is above 2 x ...")
     assert verdict.reasons == ["run forced past the capacity check: nic_mbps = 40 is above 2 x ..."]
+
+
+def test_host_qdisc_drops_the_sender_was_told_of_are_not_lost_packets():
+    # 7 sends refused by h1's own qdisc (ENOBUFS) were retried and are in data_sent once;
+    # the qdisc counted them as drops too. Counted as drops they read as EXTRA.
+    refused = {"agents": {"h1": {**BALANCED["agents"]["h1"], "sends_refused": 7}},
+               "qdisc_drops_switch": 10, "qdisc_drops_host": 7}
+    assert judged(counters=refused).trusted
+    naive = {**refused, "agents": {"h1": BALANCED["agents"]["h1"]}}
+    verdict = judged(counters=naive)
+    assert not verdict.trusted and "EXTRA" in verdict.reasons[0]
+
+
+def test_a_link_a_fault_took_down_excuses_lost_packets_but_not_extra_ones():
+    # A downed link loses its queues and what is sent into it, uncounted by the kernel.
+    down = [{"ok": True, "op": "down", "fault": 0}]
+    lost = {**BALANCED, "qdisc_drops_switch": 5}
+    verdict = judge(CALM, [], lost, [], SMALL, down)
+    assert verdict.trusted and "links were taken down" in verdict.checks["conservation"]["verdict"]
+    extra = {**BALANCED, "qdisc_drops_switch": 20}
+    assert not judge(CALM, [], extra, [], SMALL, down).trusted
+    slowed_only = [{"ok": True, "op": "rate", "fault": 0, "fraction": 0.5}]
+    assert not judge(CALM, [], lost, [], SMALL, slowed_only).trusted
+
+
+def test_a_downed_port_is_not_judged_for_its_rate_and_a_slowed_one_at_its_new_rate():
+    assert rate_shortfalls([PortInterval("p1", 0.1, 0, 0.0, True)] * 6) == []
+    # 5 Mb/s sent: a shortfall at 10 Mb/s, full rate at the 5 Mb/s a fault set.
+    assert rate_shortfalls([PortInterval("p1", 0.1, 62_500, 10.0, True)] * 6)
+    assert rate_shortfalls([PortInterval("p1", 0.1, 62_500, 5.0, True)] * 6) == []
+
+
+def test_kernel_tcp_runs_have_no_packets_to_conserve():
+    idle = {"agents": {"h1": {"data_sent": 0, "data_received": 0}}, "qdisc_drops_switch": 541}
+    verdict = judged(counters=idle)
+    assert verdict.trusted, verdict.reasons
+    assert verdict.checks["conservation"]["verdict"].startswith("not applicable")
