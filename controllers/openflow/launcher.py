@@ -3,7 +3,9 @@
 Starts os-ken in-process (no osken-manager), bound to 127.0.0.1, OpenFlow
 1.3, with echo requests so a hung switch is dropped. Bad input (unreadable
 topology, unknown algorithm, port in use) exits 2 with one line on stderr.
-SIGTERM/SIGINT log a line and exit 0.
+SIGTERM/SIGINT log a line and exit 0. With ``--standby`` the process boots
+(interpreter, os-ken, the algorithm) and then waits for a line on stdin before it
+listens: a replacement controller kept warm, as a standby of an HA pair is.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any, Sequence
@@ -28,6 +31,8 @@ DEFAULT_PORT = 6653
 #: tests/emulation/test_faults.py), well inside the 4 s the field expects.
 ECHO_INTERVAL_S = 0.5
 ECHO_MAX_UNREPLIED = 4
+#: Signals that end the controller cleanly (exit 0).
+EXIT_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 class LaunchError(Exception):
@@ -53,6 +58,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--listen-unix", type=Path, action="append", default=[], metavar="PATH",
                         help="also accept switches on this Unix socket (switches in other "
                              "network namespaces; created 0600); repeatable")
+    parser.add_argument("--standby", action="store_true",
+                        help="boot, then wait for a line on stdin before listening")
     return parser.parse_args(list(argv))
 
 
@@ -117,14 +124,14 @@ def setup_logging(log_path: Path | None) -> None:
 def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
     LOG.info("controller: %s received, exiting", signal.Signals(signum).name)
     logging.shutdown()
-    # os-ken's native hub threads cannot be stopped; leave without joining them.
+    # os-ken's hub threads cannot be stopped; leave without joining them.
     os._exit(0)
 
 
 def run(args: argparse.Namespace) -> int:
     """Configure os-ken and the shim, then serve until a signal or the listener dies."""
     from os_ken import cfg
-    from os_ken.base.app_manager import AppManager  # before controller: circular import
+    from os_ken.base.app_manager import AppManager  # noqa: F401 - before controller: circular import
     import os_ken.controller.controller  # noqa: F401 - registers the ofp-* options
 
     from controllers.openflow import shim
@@ -139,9 +146,27 @@ def run(args: argparse.Namespace) -> int:
                                    options=parse_options(args.option)))
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGINT, _exit_on_signal)
+    if args.standby:
+        LOG.info("controller: standby, booted (pid %d)", os.getpid())
+        if not os.read(0, 64):
+            LOG.info("controller: standby released without a go; exiting")
+            logging.shutdown()
+            os._exit(0)
     LOG.info("controller: listening on %s:%d (pid %d)", LISTEN_HOST, args.port, os.getpid())
+    # os-ken's hub runs native threads and its main thread would wait in a join that a
+    # signal delivered to another thread never wakes (SIGTERM then waited for SIGKILL).
+    # So every thread from here on blocks the exit signals and this one waits for them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, EXIT_SIGNALS)
     for path in args.listen_unix:
         serve_unix(path)
+    threading.Thread(target=_serve, name="os-ken", daemon=True).start()
+    _exit_on_signal(signal.sigwait(EXIT_SIGNALS), None)
+    return 0
+
+
+def _serve() -> None:
+    """Run the os-ken apps; their end is the process's end (exit 1)."""
+    from os_ken.base.app_manager import AppManager
     try:
         AppManager.run_apps(["controllers.openflow.shim"])
         LOG.error("controller: OpenFlow listener stopped; exiting")

@@ -127,6 +127,30 @@ def flow_key(table_id: int, priority: int, match: Any) -> tuple:
     return (table_id, priority, tuple(sorted(match.items(), key=lambda item: item[0])))
 
 
+def instruction_bytes(instructions: Iterable[Any]) -> bytes:
+    """Instructions as they go on the wire: equal bytes, equal behaviour."""
+    buf = bytearray()
+    for instruction in instructions:
+        instruction.serialize(buf, len(buf))
+    return bytes(buf)
+
+
+def unchanged_adds(program: Iterable[Any], held: Iterable[Any]) -> set[int]:
+    """Indices of the program's flow adds that a switch already holds exactly (same
+    table, priority, match, cookie and instructions): re-adding them would only reset
+    their counters, so a re-sync need not send them."""
+    have = {flow_key(f.table_id, f.priority, f.match): (f.cookie, instruction_bytes(f.instructions))
+            for f in held}
+    same = set()
+    for index, message in enumerate(program):
+        if getattr(message, "command", None) != message.datapath.ofproto.OFPFC_ADD:
+            continue
+        key = flow_key(message.table_id, message.priority, message.match)
+        if have.get(key) == (message.cookie, instruction_bytes(message.instructions)):
+            same.add(index)
+    return same
+
+
 def delete_strict(datapath: Any, flow: Any) -> Any:
     """OFPFlowMod deleting exactly one flow entry a switch reported (a flow-stats entry)."""
     ofp, parser = datapath.ofproto, datapath.ofproto_parser

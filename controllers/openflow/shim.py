@@ -41,7 +41,7 @@ from os_ken.ofproto import ofproto_v1_3
 from controllers.algorithms.registry import make_algorithm
 from controllers.core.events import PortCounters
 from controllers.core.intents import ClearSwitch, Intent
-from controllers.openflow.ofmsgs import delete_strict, flow_key, to_ofmsgs
+from controllers.openflow.ofmsgs import delete_strict, flow_key, to_ofmsgs, unchanged_adds
 from controllers.core.routing import FabricMap
 from topologies.export import load_json
 
@@ -116,6 +116,8 @@ class RailccController(app_manager.OSKenApp):
         #: A connecting switch's program, kept until its flows are read (on_flow_stats).
         self.programs: dict[int, list[Intent]] = {}
         self.held_flows: dict[int, list[Any]] = {}
+        #: Switch ports (name, port number) whose last port status said down.
+        self.ports_down: set[tuple[str, int]] = set()
         self.errors = 0
         #: The experiment seed: every switch's hash basis derives from it (ofmsgs).
         self.hash_salt = int(CONFIG.options.get("seed", 0))
@@ -241,15 +243,18 @@ class RailccController(app_manager.OSKenApp):
         stale = [f for f in held if flow_key(f.table_id, f.priority, f.match) not in wanted]
         for flow in stale:
             datapath.send_msg(delete_strict(datapath, flow))
-        for message in program:
-            datapath.send_msg(message)
+        unchanged = unchanged_adds(program, held)
+        for index, message in enumerate(program):
+            if index not in unchanged:
+                datapath.send_msg(message)
         self._arm_timer()
         barrier = datapath.ofproto_parser.OFPBarrierRequest(datapath)
         self.barriers[dpid] = datapath.set_xid(barrier)
         datapath.send_msg(barrier)
-        LOG.info("controller: switch %s dpid %#x: %d intents sent; it held %d flows, %d kept, "
-                 "%d stale removed", self._name(dpid), dpid, len(intents), len(held),
-                 len(held) - len(stale), len(stale))
+        LOG.info("controller: switch %s dpid %#x: %d intents, %d messages sent; it held %d "
+                 "flows, %d kept (%d unchanged), %d stale removed", self._name(dpid), dpid,
+                 len(intents), len(program) - len(unchanged), len(held),
+                 len(held) - len(stale), len(unchanged), len(stale))
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     @guarded
@@ -324,8 +329,20 @@ class RailccController(app_manager.OSKenApp):
         LOG.info("controller: port %s:%s %s (reason=%s config=%#x state=%#x)",
                  self._name(msg.datapath.id), desc.port_no, "up" if up else "down", msg.reason,
                  desc.config, desc.state)
-        if peer is not None:
-            self.send_intents(self.algorithm.link_change(peer.link, up, time.monotonic()))
+        if peer is None:
+            return
+        # A link is up while both its ends are: OVS also sends MODIFY messages that only
+        # repeat an end's state (seen: "up" from the far end of a link cut at the other),
+        # and the algorithm hears only of the link changing.
+        link = peer.link
+        was_up = not {(link.a.node, link.a.port), (link.b.node, link.b.port)} & self.ports_down
+        if up:
+            self.ports_down.discard((node.name, desc.port_no))
+        else:
+            self.ports_down.add((node.name, desc.port_no))
+        is_up = not {(link.a.node, link.a.port), (link.b.node, link.b.port)} & self.ports_down
+        if is_up != was_up:
+            self.send_intents(self.algorithm.link_change(link, is_up, time.monotonic()))
 
     @set_ev_cls(ofp_event.EventOFPPortStatsReply, MAIN_DISPATCHER)
     @guarded

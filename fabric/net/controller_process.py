@@ -47,6 +47,8 @@ class ControllerProcess:
         self.proc: subprocess.Popen | None = None
         #: Killed on purpose (a fault): not an error until it is started again.
         self.killed = False
+        #: A booted replacement waiting to be released (a controller-restart fault).
+        self.standby: subprocess.Popen | None = None
 
     @property
     def target(self) -> str:
@@ -57,11 +59,39 @@ class ControllerProcess:
         """Launch the process; returns its PID."""
         self.ready_file.unlink(missing_ok=True)
         self.killed = False
-        with open(self.stderr_file, "ab") as stderr:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                         stdout=stderr, stderr=stderr,
-                                         start_new_session=True)
+        self.proc = self._spawn(self.argv, subprocess.DEVNULL)
         return self.proc.pid
+
+    def boot_standby(self) -> None:
+        """Boot a replacement process that waits for `release` before it listens (the
+        interpreter and os-ken load while the old one is dead, as a warm standby's do)."""
+        self.discard_standby()
+        self.standby = self._spawn(self.argv + ["--standby"], subprocess.PIPE)
+
+    def release(self) -> int:
+        """Make the standby (or, without one, a new process) the controller; its PID."""
+        if self.standby is None or self.standby.poll() is not None:
+            return self.start()
+        self.ready_file.unlink(missing_ok=True)
+        self.proc, self.standby = self.standby, None
+        self.killed = False
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.close()
+        return self.proc.pid
+
+    def discard_standby(self) -> None:
+        """Stop a standby that was never released."""
+        if self.standby is not None:
+            stop_children([self.standby], 1.0)
+            if self.standby.stdin is not None:
+                self.standby.stdin.close()
+            self.standby = None
+
+    def _spawn(self, argv: list[str], stdin: int) -> subprocess.Popen:
+        with open(self.stderr_file, "ab") as stderr:
+            return subprocess.Popen(argv, stdin=stdin, stdout=stderr, stderr=stderr,
+                                    start_new_session=True)
 
     def _ready(self) -> dict:
         try:
@@ -109,5 +139,6 @@ class ControllerProcess:
 
     def stop(self, grace: float = 3.0) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds."""
+        self.discard_standby()
         if self.proc is not None:
             stop_children([self.proc], grace)

@@ -154,17 +154,24 @@ class FaultInjector:
             raise FabricError("the run has no controller")
         if action.op == "kill":
             controller.kill()
+            if self.faults[action.fault].kind == "controller-restart":
+                controller.boot_standby()
+                self._own(controller.standby.pid)
             return {}
         return self._restart(controller)
 
     def _restart(self, controller: Any) -> dict[str, Any]:
         started = time.monotonic()
-        pid = controller.start()
-        self.net.state.processes[str(pid)] = MARKER
-        self.net.state.save()
+        pid = controller.release()
+        self._own(pid)
         dpids = {switch.dpid for switch in self.net.topology.switches()}
         controller.wait_ready(dpids, timeout=RESYNC_TIMEOUT_S)
         return {"pid": pid, "resync_s": round(time.monotonic() - started, 4)}
+
+    def _own(self, pid: int) -> None:
+        """Record a process we started in the run's state, so cleanup can end it."""
+        self.net.state.processes[str(pid)] = MARKER
+        self.net.state.save()
 
     def _ends(self, links: Iterable[int], switches_only: bool = False) -> list[tuple[str, str]]:
         """(interface, namespace) of both ends of each link (or of its switch ends)."""

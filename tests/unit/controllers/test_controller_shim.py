@@ -231,17 +231,32 @@ def test_shim_programs_switch_marks_ready_after_barrier_and_answers_arp(tmp_path
 
 
 def flow_stats(dp, flows, more: bool = False) -> SimpleNamespace:
-    """A flow-stats reply event of ``dp`` listing ``flows`` (table_id, priority, match)."""
-    body = [SimpleNamespace(table_id=t, priority=p, match=m) for t, p, m in flows]
-    return SimpleNamespace(msg=SimpleNamespace(datapath=dp, body=body,
+    """A flow-stats reply event of ``dp`` listing ``flows`` (parsed OFPFlowStats)."""
+    return SimpleNamespace(msg=SimpleNamespace(datapath=dp, body=list(flows),
                                                flags=ofproto_v1_3.OFPMPF_REPLY_MORE if more
                                                else 0))
 
 
+#: ofp_flow_stats up to its match: length, table, duration, priority, timeouts, flags,
+#: cookie, packet and byte counts (OpenFlow 1.3, 7.3.5.2).
+FLOW_STATS = struct.Struct("!HBxIIHHHH4xQQQ")
+
+
+def as_held(mod) -> ofproto_v1_3_parser.OFPFlowStats:
+    """The flow entry a switch reports after taking ``mod``: its match and instructions
+    moved, as wire bytes, into an ofp_flow_stats that os-ken parses back."""
+    mod.serialize()
+    body = bytes(mod.buf[OFP_HEADER.size + 40:])  # match, then instructions
+    stats = FLOW_STATS.pack(FLOW_STATS.size + len(body), mod.table_id, 5, 0, mod.priority,
+                            0, 0, 0, mod.cookie, 100, 6400) + body
+    return ofproto_v1_3_parser.OFPFlowStats.parser(stats, 0)
+
+
 def test_a_reconnecting_switch_is_resynced_without_a_flush(tmp_path):
-    # A switch that kept forwarding while the controller was away: the program's flows are
-    # re-added over the ones it holds (same table, priority, match: nothing removed), and
-    # only a flow the program no longer has is deleted, before the program goes out.
+    # A switch that kept forwarding while the controller was away: what it holds exactly
+    # is left alone (nothing re-sent), a flow whose actions differ is re-added over the
+    # one it holds (same table, priority, match), and only a flow the program no longer
+    # has is deleted, before the program goes out.
     from controllers.openflow import shim
     topology = load("rail-2tier-small")
     shim.configure(shim.ShimConfig(save(topology, tmp_path / "t.json"), "ecmp",
@@ -251,17 +266,26 @@ def test_a_reconnecting_switch_is_resynced_without_a_flush(tmp_path):
     app.on_features(SimpleNamespace(msg=SimpleNamespace(datapath=dp)))
     app.on_flow_stats(flow_stats(dp, []))
     program = [m for m in dp.sent if isinstance(m, ofproto_v1_3_parser.OFPFlowMod)]
-    held = [(m.table_id, m.priority, m.match) for m in program]
-    stale = (0, 999, ofproto_v1_3_parser.OFPMatch(eth_type=0x0800, ipv4_dst="10.9.9.9"))
+    held = [as_held(m) for m in program]
+    changed = next(i for i, m in enumerate(program) if m.table_id == HASH_TABLE)
+    moved = program[changed].instructions[0].actions[0].port + 1
+    held[changed] = as_held(ofproto_v1_3_parser.OFPFlowMod(
+        dp, table_id=HASH_TABLE, priority=program[changed].priority,
+        match=program[changed].match, instructions=[ofproto_v1_3_parser.OFPInstructionActions(
+            ofproto_v1_3.OFPIT_APPLY_ACTIONS, [ofproto_v1_3_parser.OFPActionOutput(moved)])]))
+    stale = as_held(ofproto_v1_3_parser.OFPFlowMod(
+        dp, priority=999, match=ofproto_v1_3_parser.OFPMatch(eth_type=0x0800,
+                                                             ipv4_dst="10.9.9.9")))
     dp.sent.clear()
     app.on_features(SimpleNamespace(msg=SimpleNamespace(datapath=dp)))
     app.on_flow_stats(flow_stats(dp, held[:5], more=True))
     assert len(dp.sent) == 1  # still waiting for the rest of the reply
     app.on_flow_stats(flow_stats(dp, held[5:] + [stale]))
     mods = [m for m in dp.sent if isinstance(m, ofproto_v1_3_parser.OFPFlowMod)]
-    deletes = [m for m in mods if m.command != ofproto_v1_3.OFPFC_ADD]
-    assert [(m.command, m.priority) for m in deletes] == [(ofproto_v1_3.OFPFC_DELETE_STRICT, 999)]
-    assert mods[0] is deletes[0] and len(mods) == 1 + len(program)
+    assert [(m.command, m.priority) for m in mods] == [
+        (ofproto_v1_3.OFPFC_DELETE_STRICT, 999), (ofproto_v1_3.OFPFC_ADD, program[changed].priority)]
+    assert mods[1].match.items() == program[changed].match.items()
+    assert wire_fields(dp.sent[-1])[0] == OFPT_BARRIER_REQUEST
     assert not any(isinstance(m, ofproto_v1_3_parser.OFPGroupMod) for m in dp.sent)
 
 
@@ -277,3 +301,66 @@ def test_shim_handler_errors_are_logged_not_raised(tmp_path, caplog):
                             datapath=SimpleNamespace(id=topology.node("s0").dpid))
     app.on_error(SimpleNamespace(msg=error))
     assert "OFPErrorMsg from switch s0" in caplog.text and "OFPGMFC_UNKNOWN_GROUP" in caplog.text
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_standby_controller_boots_but_listens_only_once_released(tmp_path):
+    # A controller-restart fault boots the replacement while the old one is dead; the
+    # downtime it was given must hold: no OpenFlow listener before release.
+    import time
+
+    from fabric.net.controller_process import ControllerProcess
+
+    topology = save(load("rail-2tier-small"), tmp_path / "topo.json")
+    controller = ControllerProcess(topology, "ecmp", tmp_path)
+    controller.boot_standby()
+    try:
+        deadline = time.monotonic() + 30
+        log = tmp_path / "controller.log"
+        while not (log.exists() and "standby, booted" in log.read_text(errors="replace")):
+            assert time.monotonic() < deadline and controller.standby.poll() is None
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert not _accepts(controller.port)
+        pid = controller.release()
+        while not _accepts(controller.port):
+            assert time.monotonic() < deadline and controller.proc.poll() is None
+            time.sleep(0.05)
+        assert pid == controller.proc.pid and controller.standby is None
+    finally:
+        controller.stop()
+    assert controller.proc.returncode == 0
+
+
+def test_a_link_changes_only_when_its_ends_do(tmp_path):
+    # OVS reports each end of a cut link, and also sends MODIFY messages that repeat an
+    # end's state: the far end of a link cut at the other still says "up". The algorithm
+    # hears of the link going down once, and of it coming up when both ends are up.
+    from controllers.openflow import shim
+    topology = load("rail-2tier-small")
+    shim.configure(shim.ShimConfig(save(topology, tmp_path / "t.json"), "ecmp",
+                                   tmp_path / "ready.json"))
+    app = shim.RailccController()
+    heard = []
+    app.algorithm.link_change = lambda link, up, now: heard.append((link, up)) or []
+    link = next(l for l in topology.links if l.tier != "host")
+    ends = {end.node: RecordingDatapath(topology.node(end.node).dpid) for end in link.ends()}
+
+    def status(end, up):
+        desc = SimpleNamespace(port_no=end.port, config=0 if up else ofproto_v1_3.OFPPC_PORT_DOWN,
+                               state=0 if up else ofproto_v1_3.OFPPS_LINK_DOWN)
+        app.on_port_status(SimpleNamespace(msg=SimpleNamespace(
+            datapath=ends[end.node], reason=ofproto_v1_3.OFPPR_MODIFY, desc=desc)))
+
+    status(link.a, False)
+    status(link.b, True)  # the far end, repeating that it is up
+    status(link.b, False)
+    assert heard == [(link, False)]
+    status(link.a, True)
+    assert heard == [(link, False)]  # b is still down
+    status(link.b, True)
+    assert heard == [(link, False), (link, True)]
