@@ -26,6 +26,7 @@ from fabric.measure.counters import DropSnapshot, fidelity_measurements
 from fabric.measure.captures import Captures
 from fabric.measure.cpu import CpuSampler
 from fabric.measure.machine import machine_info
+from fabric.measure.paths import PathBook
 from fabric.measure.ports import PortInfo, port_infos
 from fabric.measure.telemetry import PortSampler
 from fabric.net import ovs
@@ -76,6 +77,7 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
         drops_before = DropSnapshot.take(net)
         fleet = AgentFleet(net, nic_settings(experiment), out_dir)
         faults = FaultInjector(net, experiment.faults, out_dir / "faults.jsonl")
+        paths = PathBook(net.topology, net.plan.switch_intfs, net.vswitchd_sockets())
         failure: BaseException | None = None
         failed: dict | None = None
         number = 0
@@ -100,6 +102,7 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
                                                    sorted({r["job"] for r in rows}), number == 1)
                         fleet.run_round(rows, timeout_s=experiment.run_timeout_s,
                                         starting=lambda ns, a=anchors: faults.anchor(a, ns))
+                        paths.read(number)
                     faults.close()  # actions not due yet are logged as not reached
                 except BaseException as exc:  # timeout, a dead agent, Ctrl-C: keep the records
                     failure = exc
@@ -113,6 +116,7 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
                 counters = fleet.finish(tolerant=failure is not None)
         finally:
             fleet.stop()
+        paths.write(out_dir / "paths.json")
         if net.pfc:
             net.pfc.stop()
             net.pfc.write(out_dir / "pfc.json")

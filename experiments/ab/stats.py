@@ -5,6 +5,8 @@ Per run (one summary.json; definitions in docs/ab.md):
 - ``efficiency``: mean of its rows' ``efficiency`` (busbw / line rate) weighted by the
   bytes of each row's messages (``metrics.weighted_efficiency``); each row's own is kept
   in ``job_efficiency``.
+- ``fluid_efficiency``: ``fluid.efficiency``, the fluid max-min estimate of the run's
+  transfers on its own recorded paths (experiments.analysis.fluid).
 - ``loss_pct``, ``retransmits``: ``loss.loss_pct``, ``loss.retransmits``.
 - ``delay_p99_ms``: ``delay_ms.p99`` (one-way packet delay of the whole run).
 - ``queue_p99_bytes``: p99 backlog of the run's hottest egress queue
@@ -27,7 +29,7 @@ from scipy import stats
 
 from experiments.analysis import metrics
 
-METRICS = ("efficiency", "loss_pct", "retransmits", "delay_p99_ms", "queue_p99_bytes",
+METRICS = ("efficiency", "fluid_efficiency", "loss_pct", "retransmits", "delay_p99_ms", "queue_p99_bytes",
            "fabric_util_mean", "fabric_util_max", "uplink_imbalance")
 TRUSTED, UNTRUSTED, FAILED = "trusted", "untrusted", "failed"
 
@@ -70,6 +72,7 @@ def run_metrics(summary: dict[str, Any]) -> dict[str, float | None]:
     uplinks = util.get("uplink_imbalance", {})
     return {
         "efficiency": metrics.weighted_efficiency(summary.get("rows", [])),
+        "fluid_efficiency": (summary.get("fluid") or {}).get("efficiency"),
         "loss_pct": loss.get("loss_pct"), "retransmits": loss.get("retransmits"),
         "delay_p99_ms": delay.get("p99"),
         "queue_p99_bytes": max((p["p99_backlog_bytes"] for p in ports.values()), default=None),

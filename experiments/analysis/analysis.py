@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.analysis import metrics
+from experiments.analysis import fluid, metrics
 from experiments.analysis.diagnosis import diagnose
 from experiments.analysis.recovery import recovery
 from experiments.workload.spec import DEFAULT_DTYPE, DTYPES, DType
@@ -313,6 +313,23 @@ def flow_control(kind: str, pfc: dict[str, Any] | None) -> dict[str, Any]:
             "most_paused": [{"gate": g, **v} for g, v in top]}
 
 
+def fluid_estimate(run: Run) -> dict[str, Any]:
+    """The fluid max-min estimate of the run on its own recorded paths (experiments.analysis.fluid),
+    byte-weighted like the run's headline efficiency; why not, when it cannot be made."""
+    recorded = _json(run.path / "paths.json", None)
+    if recorded is None:
+        return {"efficiency": None, "rows": [], "reason": "no paths.json in the run folder"}
+    ceiling = metrics.wire_ceiling(run.topology.spec.mtu)
+    capacity = fluid.capacities((run.topology.link_name(link), link.a.node, link.b.node,
+                                 link.mbps * 1e6 / 8 * ceiling) for link in run.topology.links)
+    done = fluid.estimate(run.transfers, recorded["flows"], capacity)
+    if done is None:
+        return {"efficiency": None, "rows": [],
+                "reason": "a transfer's flow is missing from paths.json (TCP, or it idled out)"}
+    rows = fluid.job_rows(run.transfers, done, run.topology.spec.nic_mbps)
+    return {"efficiency": metrics.weighted_efficiency(rows), "rows": rows, "reason": None}
+
+
 def analyze(run_dir: Path | str) -> dict[str, Any]:
     """Compute every metric of a run folder and write its summary.json."""
     run = load_run(run_dir)
@@ -338,6 +355,7 @@ def analyze(run_dir: Path | str) -> dict[str, Any]:
         "conservation": balance,
         "faults": recovery(run.path, run.delays, run.messages, run.transfers),
         "flow_control": flow_control(run.topology.spec.flow_control, pfc),
+        "fluid": fluid_estimate(run),
         "diagnosis": diagnose(run)}
     (run.path / SUMMARY).write_text(json.dumps(summary, indent=1))
     return summary

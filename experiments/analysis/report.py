@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from experiments.analysis import plots
+from experiments.analysis import metrics, plots
 from experiments.analysis.analysis import analyze, load_run
 
 REPORT = "report.md"
@@ -81,7 +81,21 @@ def _results(summary: dict[str, Any]) -> list[str]:
             *_markdown_table(header, rows), "",
             f"Efficiency = busbw / (rails x {summary['run']['nic_mbps']:g} Mb/s NIC rate); "
             "time = mean collective completion time (CCT) per iteration; count = elements "
-            "of the job's dtype." + _ceiling(summary), "", *notes]
+            "of the job's dtype." + _ceiling(summary), "", *_fluid(summary), *notes]
+
+
+def _fluid(summary: dict[str, Any]) -> list[str]:
+    estimate = summary.get("fluid")
+    if not estimate:
+        return []
+    if estimate["efficiency"] is None:
+        return [f"Fluid max-min estimate: not made ({estimate['reason']}).", ""]
+    measured = metrics.weighted_efficiency(summary["rows"])
+    jobs = ", ".join(f"{r['job']} {100 * r['efficiency']:.1f} %" for r in estimate["rows"])
+    return [f"Fluid max-min estimate on the run's own paths (every flow at its max-min share "
+            f"of each link it crossed, no queue, no loss): {100 * estimate['efficiency']:.1f} % "
+            f"({jobs}); measured {_fmt(None if measured is None else 100 * measured, '.1f', ' %')}.",
+            ""]
 
 
 def _ceiling(summary: dict[str, Any]) -> str:

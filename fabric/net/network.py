@@ -142,9 +142,12 @@ class Network:
         queues: dict[str | None, set[str]] = {}
         for name in self.pfc_layout.limits:   # switch egress: name = interface
             queues.setdefault(self.pfc_layout.gates[name].netns, set()).add(name)
-        self.pfc = PfcLoop(self.pfc_layout, queues,
-                           [shard.rundir / "ovs-vswitchd.ctl" for shard in self.shards])
+        self.pfc = PfcLoop(self.pfc_layout, queues, self.vswitchd_sockets())
         self.pfc.start()
+
+    def vswitchd_sockets(self) -> list[Path]:
+        """The unixctl socket of each shard's ovs-vswitchd (``ovs-appctl`` without a fork)."""
+        return [shard.rundir / "ovs-vswitchd.ctl" for shard in self.shards]
 
     def stop(self, settle: bool = True) -> None:
         """Remove everything this run created (idempotent); ``settle``: wait for OVS too."""

@@ -50,6 +50,7 @@ def summary(efficiency: float = 1.0, trusted: bool = True, reasons: tuple[str, .
     data["rows"][1]["cct_ms"] = [cct, cct + 10]
     data["trusted"] = trusted
     data["fidelity"] = {"trusted": trusted, "reasons": list(reasons)}
+    data["fluid"] = {"efficiency": 0.5, "rows": [], "reason": None}
     return data
 
 
@@ -101,7 +102,8 @@ def test_bootstrap_edge_cases():
 
 def test_run_metrics_from_a_summary():
     figures = ab_stats.run_metrics(summary(0.8))
-    assert figures == {"efficiency": pytest.approx(0.8), "loss_pct": 0.5, "retransmits": 10,
+    assert figures == {"efficiency": pytest.approx(0.8), "fluid_efficiency": 0.5,
+                       "loss_pct": 0.5, "retransmits": 10,
                        "delay_p99_ms": 4.5, "queue_p99_bytes": 1500.0,
                        "fabric_util_mean": 0.15, "fabric_util_max": 0.9,
                        "uplink_imbalance": 3.0}
