@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controllers.algorithms.registry import ANNOUNCING
 from experiments.analysis import fluid, metrics
 from experiments.analysis.diagnosis import diagnose
 from experiments.analysis.recovery import recovery
@@ -319,6 +320,10 @@ def fluid_estimate(run: Run) -> dict[str, Any]:
     recorded = _json(run.path / "paths.json", None)
     if recorded is None:
         return {"efficiency": None, "rows": [], "reason": "no paths.json in the run folder"}
+    if run.manifest.get("algorithm") in ANNOUNCING:
+        return {"efficiency": None, "rows": [],
+                "reason": "its flows were pinned and their paths are not recorded "
+                          "(fabric/measure/paths.py)"}
     ceiling = metrics.wire_ceiling(run.topology.spec.mtu)
     capacity = fluid.capacities((run.topology.link_name(link), link.a.node, link.b.node,
                                  link.mbps * 1e6 / 8 * ceiling) for link in run.topology.links)

@@ -9,7 +9,12 @@ rules read (a spine: the destination prefix), which the 5-tuple is matched again
 a few ms a shard) and chains the hops of each 5-tuple from the ToR it entered by
 to the port it left by: the very path the hash chose, not one recomputed.
 The runner reads the book after every round (a datapath flow idles out 10 s
-after its last packet, longer than a round) and writes ``paths.json``.
+after its last packet, longer than a round) and writes ``paths.json``. Where a
+switch holds several datapath flows a packet of the tuple would match (a lingering
+one from before a change), the one used last is followed. The paths of flows an
+announcing algorithm pinned are not recorded this way: their pinned rules go when
+they are done, before the round ends, and OVS rewrites or drops their datapath
+flows (the analysis makes no fluid estimate of such runs).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ _IN_PORT = re.compile(r"in_port\(([^)]+)\)")
 _IPV4 = re.compile(r"ipv4\(([^)]*)\)")
 _UDP = re.compile(r"udp\(([^)]*)\)")
 _COUNTS = re.compile(r"packets:(\d+), bytes:(\d+)")
+_USED = re.compile(r"used:(never|[\d.]+)s?")
 #: The fields a path is followed by, and their widths in bits.
 FIELDS = {"ipv4.src": 32, "ipv4.dst": 32, "udp.src": 16, "udp.dst": 16}
 
@@ -69,6 +75,8 @@ class Hop:
     fields: tuple[tuple[str, int, int], ...]
     packets: int
     bytes: int
+    #: Seconds since it last carried a packet (inf: never).
+    used_s: float = float("inf")
 
     def key(self) -> tuple[str, str, int, int] | None:
         """The exact 5-tuple (src ip, dst ip, UDP ports) this flow matches, if it is exact
@@ -94,14 +102,16 @@ def parse_hops(text: str, known: set[str]) -> list[Hop]:
     hops = []
     for line in text.splitlines():
         source, counts, fields = _IN_PORT.search(line), _COUNTS.search(line), _fields(line)
-        if not (source and counts) or fields is None or "actions:" not in line:
+        used = _USED.search(line)
+        if not (source and counts and used) or fields is None or "actions:" not in line \
+                or used.group(1) == "never":
             continue
         outputs = [t for t in re.split(r"[,()]", line.rsplit("actions:", 1)[1]) if t in known]
         if source.group(1) not in known or len(outputs) != 1:
             continue
         hops.append(Hop(source.group(1), outputs[0],
                         tuple((name, *fields[name]) for name in FIELDS if name in fields),
-                        int(counts.group(1)), int(counts.group(2))))
+                        int(counts.group(1)), int(counts.group(2)), float(used.group(1))))
     return hops
 
 
@@ -159,10 +169,13 @@ class PathBook:
         for start, hops in sorted(at.items()):
             if self.wire[start][1] is not None:
                 continue   # entered from another switch: not where a flow began
+            latest: dict[tuple, Hop] = {}   # a moved flow's old datapath flow lingers
             for hop in hops:
                 key = hop.key() or self._local_key(start, hop)
-                if key is not None:
-                    self.flows.append(self._follow(round_number, key, start, hop, at))
+                if key is not None and (key not in latest or hop.used_s < latest[key].used_s):
+                    latest[key] = hop
+            for key, hop in latest.items():
+                self.flows.append(self._follow(round_number, key, start, hop, at))
 
     def _local_key(self, start: tuple[str, int], hop: Hop) -> tuple[str, str, int, int] | None:
         """The 5-tuple of a first hop that does not hash (a ToR's route to its own host
@@ -177,22 +190,27 @@ class PathBook:
 
     def _follow(self, round_number: int, key: tuple[str, str, int, int], start: tuple[str, int],
                 hop: Hop, at: Mapping[tuple[str, int], list[Hop]]) -> FlowPath:
-        """The path of ``key`` from the ToR port it entered by, hop by hop."""
+        """The path of ``key`` from the ToR port it entered by, each switch's action in turn.
+
+        The actions are the ones the switch's rules give at the read: right for hashed
+        flows, not for a flow pinned by an announcing algorithm whose pinned rules went
+        when it was done (OVS then rewrites or drops its datapath flows)."""
         flow = FlowPath(round_number, *key, links=[self.wire[start][0]], packets=hop.packets,
                         bytes=hop.bytes, nodes=[self.server_at[start], start[0]])
         seen = {start}
         while True:
-            name, far = self.wire[self.port_of[hop.out_intf]]
+            out = self.port_of[hop.out_intf]
+            name, far = self.wire[out]
             flow.links.append(name)
-            flow.nodes.append(far[0] if far else self.server_at[self.port_of[hop.out_intf]])
+            flow.nodes.append(far[0] if far else self.server_at[out])
             if far is None:
                 flow.complete = True
                 return flow
             following = [h for h in at.get(far, ()) if h.matches(key)]
-            if far in seen or len(following) != 1:
-                return flow   # its datapath flow there idled out (or a loop: never seen)
+            if far in seen or not following:
+                return flow   # its datapath flow there idled out
             seen.add(far)
-            hop = following[0]
+            hop = min(following, key=lambda h: h.used_s)
 
     def write(self, path: Path) -> None:
         """``paths.json``: every flow's path per round, and any shard that did not answer."""

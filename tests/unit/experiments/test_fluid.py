@@ -94,3 +94,44 @@ def test_datapath_flows_give_each_tuples_input_and_output():
     assert spine.matches(("10.0.0.4", "10.3.1.77", 65075, 4791))
     assert not spine.matches(("10.0.0.4", "10.3.2.4", 65075, 4791))
     assert parse_hops(DUMP, {"rc1-t0r0p4"}) == []   # an output outside the fabric
+
+
+def test_a_path_is_followed_on_the_datapath_flows_used_last(monkeypatch):
+    # h1 -> h5 on rail 0 of rail-2tier-small: the ToR hashed it to s0 before a link
+    # change and to s1 since (the s0 datapath flow lingers, used 2 s ago); s1 routes on
+    # the destination prefix, t1r0 delivers it. The path follows what was used last.
+    from fabric.measure import paths as recorded
+    from topologies import load
+    topology = load("rail-2tier-small")
+    src = next(n for n in topology.nics if n.server == "h1" and n.rail == 0)
+    dst = next(n for n in topology.nics if n.server == "h5" and n.rail == 0)
+    port = {}
+    for link in topology.links:
+        for near, far in ((link.a, link.b), (link.b, link.a)):
+            port[(near.node, far.node)] = near.port
+    intfs = {(node, number): f"{node}p{number}" for (node, _), number in port.items()
+             if not node.startswith("h")}
+    tuple_ = f"ipv4(src={src.ip},dst={dst.ip},proto=17,frag=no),udp(src=50000,dst=4791)"
+    dump = "\n".join([
+        f"in_port(t0r0p{src.tor_port}),eth_type(0x0800),{tuple_}, packets:9, bytes:81000, "
+        f"used:2.000s, actions:t0r0p{port[('t0r0', 's0')]}",
+        f"in_port(t0r0p{src.tor_port}),eth_type(0x0800),{tuple_}, packets:90, bytes:810000, "
+        f"used:0.010s, actions:t0r0p{port[('t0r0', 's1')]}",
+        f"in_port(s1p{port[('s1', 't0r0')]}),eth_type(0x0800),ipv4(dst={dst.ip}/255.255.255.0,"
+        f"frag=no), packets:90, bytes:810000, used:0.011s, actions:s1p{port[('s1', 't1r0')]}",
+        f"in_port(t1r0p{port[('t1r0', 's1')]}),eth_type(0x0800),ipv4(dst={dst.ip},frag=no), "
+        f"packets:90, bytes:810000, used:0.012s, actions:t1r0p{dst.tor_port}",
+        f"in_port(t1r0p{port[('t1r0', 's0')]}),eth_type(0x0800),ipv4(dst={dst.ip},frag=no), "
+        f"packets:0, bytes:0, used:never, actions:t1r0p{dst.tor_port}"])
+    book = read_book(monkeypatch, recorded, topology, intfs, dump)
+    (flow,) = book.flows
+    assert flow.complete and flow.nodes == ["h1", "t0r0", "s1", "t1r0", "h5"], flow
+    assert (flow.src_ip, flow.dst_ip, flow.src_port, flow.packets) == (src.ip, dst.ip, 50000, 90)
+
+
+def read_book(monkeypatch, recorded, topology, intfs, dump):
+    """A PathBook that read ``dump`` as its one shard's datapath flows."""
+    monkeypatch.setattr(recorded, "unixctl", lambda *args, **kwargs: dump)
+    book = recorded.PathBook(topology, intfs, ["shard0.ctl"])
+    book.read(1)
+    return book
