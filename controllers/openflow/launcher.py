@@ -98,6 +98,8 @@ def check_inputs(args: argparse.Namespace) -> None:
             raise LaunchError(f"--listen-unix {path}: directory does not exist")
     if not 1 <= args.port <= 65535:
         raise LaunchError(f"--port: must be 1..65535, got {args.port}")
+    if args.standby:
+        return   # the controller it stands by for holds the port until it dies
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -148,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _exit_on_signal)
     if args.standby:
         LOG.info("controller: standby, booted (pid %d)", os.getpid())
+        os.write(1, b"booted\n")
         if not os.read(0, 64):
             LOG.info("controller: standby released without a go; exiting")
             logging.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import select
 import socket
 import subprocess
 import sys
@@ -63,10 +64,20 @@ class ControllerProcess:
         return self.proc.pid
 
     def boot_standby(self) -> None:
-        """Boot a replacement process that waits for `release` before it listens (the
-        interpreter and os-ken load while the old one is dead, as a warm standby's do)."""
+        """Boot a replacement process that waits for `release` before it listens: a hot
+        standby, its interpreter, os-ken and algorithm loaded before it is needed."""
         self.discard_standby()
-        self.standby = self._spawn(self.argv + ["--standby"], subprocess.PIPE)
+        self.standby = self._spawn(self.argv + ["--standby"], subprocess.PIPE, subprocess.PIPE)
+
+    def wait_standby(self, timeout: float = 30.0) -> None:
+        """Block until the standby has booted (it says so on its stdout); FabricError if it
+        dies or does not within ``timeout`` s."""
+        assert self.standby is not None and self.standby.stdout is not None
+        ready, _, _ = select.select([self.standby.stdout], [], [], timeout)
+        if not ready or not self.standby.stdout.readline():
+            err = self.stderr_file.read_text(errors="replace").strip().splitlines()
+            raise FabricError(f"controller standby did not boot in {timeout:.0f} s: "
+                              f"{err[-1] if err else 'no output'} (log: {self.log_file})")
 
     def release(self) -> int:
         """Make the standby (or, without one, a new process) the controller; its PID."""
@@ -75,23 +86,26 @@ class ControllerProcess:
         self.ready_file.unlink(missing_ok=True)
         self.proc, self.standby = self.standby, None
         self.killed = False
-        assert self.proc.stdin is not None
+        assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(b"go\n")
         self.proc.stdin.close()
+        self.proc.stdout.close()
         return self.proc.pid
 
     def discard_standby(self) -> None:
         """Stop a standby that was never released."""
         if self.standby is not None:
             stop_children([self.standby], 1.0)
-            if self.standby.stdin is not None:
-                self.standby.stdin.close()
+            for pipe in (self.standby.stdin, self.standby.stdout):
+                if pipe is not None:
+                    pipe.close()
             self.standby = None
 
-    def _spawn(self, argv: list[str], stdin: int) -> subprocess.Popen:
+    def _spawn(self, argv: list[str], stdin: int, stdout: int | None = None
+               ) -> subprocess.Popen:
         with open(self.stderr_file, "ab") as stderr:
-            return subprocess.Popen(argv, stdin=stdin, stdout=stderr, stderr=stderr,
-                                    start_new_session=True)
+            return subprocess.Popen(argv, stdin=stdin, stdout=stderr if stdout is None else stdout,
+                                    stderr=stderr, start_new_session=True)
 
     def _ready(self) -> dict:
         try:

@@ -320,10 +320,8 @@ def test_a_standby_controller_boots_but_listens_only_once_released(tmp_path):
     controller.boot_standby()
     try:
         deadline = time.monotonic() + 30
-        log = tmp_path / "controller.log"
-        while not (log.exists() and "standby, booted" in log.read_text(errors="replace")):
-            assert time.monotonic() < deadline and controller.standby.poll() is None
-            time.sleep(0.05)
+        controller.wait_standby(timeout=30)
+        assert "standby, booted" in (tmp_path / "controller.log").read_text()
         time.sleep(0.3)
         assert not _accepts(controller.port)
         pid = controller.release()
