@@ -71,7 +71,7 @@ static const char *COUNTER_NAMES[C_COUNT] = {
     "data_received", "acks_received", "sends_refused", "cnps_sent"};
 
 /* Events for the control plane: (kind, value, mono_ns, wall_ns). */
-enum { EV_SHARE_DONE = 1, EV_DELIVERED = 2, EV_IDLE = 3 };
+enum { EV_SHARE_DONE = 1, EV_DELIVERED = 2, EV_IDLE = 3, EV_DRAINED = 4 };
 
 static inline void put16(uint8_t *p, uint32_t v) { p[0] = v >> 8; p[1] = v; }
 static inline void put32(uint8_t *p, uint32_t v) { p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v; }
@@ -168,6 +168,8 @@ typedef struct {
     int timer_on;
     double timer_start;
     int64_t high;  /* SendQP.high: one past the highest index handed to the kernel */
+    int64_t fence; /* PLB: no index at or past it is sent (-1: none); EV_DRAINED once base reaches it */
+    int fence_told;
     Share *shares; size_t nshares, cap_shares, done_shares;
     PyObject *remote_str;
 } Qp;
@@ -204,7 +206,6 @@ typedef struct {
     int announce;
     uint64_t salt;
     int dcqcn;               /* receivers mark by queueing delay and send CNPs */
-    int idle_events;         /* report QPs going idle (PLB) without announce mode */
     double kmin, kmax, pmax; int64_t cnp_interval;
     PyObject *sender;        /* callable or NULL */
     PyObject *fd_for;        /* callable or NULL */
@@ -328,7 +329,8 @@ static size_t share_of(const Qp *q, int64_t index) {  /* bisect_right(starts, in
     return lo - 1;
 }
 static int qp_has_work(const Qp *q) {
-    return !q->held && q->has_gbn && q->next_index < q->total && q->next_index < q->base + q->window;
+    return !q->held && q->has_gbn && q->next_index < q->total && q->next_index < q->base + q->window
+        && (q->fence < 0 || q->next_index < q->fence);
 }
 static int64_t qp_next_wire_size(const Qp *q) {
     const Share *s = &q->shares[share_of(q, q->next_index)];
@@ -499,7 +501,11 @@ static int on_ack(Engine *e, uint32_t qpn, uint32_t psn, int is_nak, int64_t now
             q->done_shares++;
         }
     }
-    if ((e->announce || e->idle_events) && (!q->has_gbn || qp_done(q)))
+    if (q->fence >= 0 && !q->fence_told && q->base >= q->fence) {  /* Python re-paths, lifts it */
+        q->fence_told = 1;
+        if (event(e, EV_DRAINED, h, now, wall) < 0) return -1;
+    }
+    if (e->announce && (!q->has_gbn || qp_done(q)))
         if (event(e, EV_IDLE, h, now, wall) < 0) return -1;
     return 0;
 }
@@ -625,14 +631,14 @@ static int check_qp(Engine *e, int h) {
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     static char *names[] = {"line_mbps", "nic_burst", "mtu", "ack_every", "delay_every", "announce",
-                            "salt", "sender", "fd_for", "dcqcn", "idle_events", NULL};
+                            "salt", "sender", "fd_for", "dcqcn", NULL};
     PyObject *sender = Py_None, *fd_for = Py_None, *dcqcn = Py_None;
     long long mtu, ack_every, delay_every;
     unsigned long long salt;
     int announce;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "ddLLLpK|OOOp", names, &e->line_mbps, &e->nic_burst, &mtu,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ddLLLpK|OOO", names, &e->line_mbps, &e->nic_burst, &mtu,
                                      &ack_every, &delay_every, &announce, &salt, &sender, &fd_for,
-                                     &dcqcn, &e->idle_events))
+                                     &dcqcn))
         return -1;
     if (dcqcn != Py_None) {  /* (kmin_bytes, kmax_bytes, pmax, cnp_interval_ns) */
         long long interval;
@@ -704,7 +710,7 @@ static PyObject *Engine_add_qp(Engine *e, PyObject *args) {
     int h = (int)e->nqps;
     Qp *q = &e->qps[h];
     memset(q, 0, sizeof *q);
-    q->qp = qpn; q->remote_ip = addr; q->src_port = src_port; q->fd = -1;
+    q->qp = qpn; q->remote_ip = addr; q->src_port = src_port; q->fd = -1; q->fence = -1;
     q->chunk = e->mtu - DATA_OVERHEAD; q->window = window; q->ack_every = e->ack_every;
     q->timeout_s = timeout_s;
     if (e->sender) { q->remote_str = remote; Py_INCREF(remote); }
@@ -762,6 +768,15 @@ static PyObject *Engine_set_held(Engine *e, PyObject *args) {
     if (!PyArg_ParseTuple(args, "ip", &h, &held)) return NULL;
     if (check_qp(e, h) < 0) return NULL;
     e->qps[h].held = held;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_set_fence(Engine *e, PyObject *args) {
+    int h; long long fence;
+    if (!PyArg_ParseTuple(args, "iL", &h, &fence)) return NULL;
+    if (check_qp(e, h) < 0) return NULL;
+    e->qps[h].fence = fence < 0 ? -1 : fence;
+    e->qps[h].fence_told = 0;
     Py_RETURN_NONE;
 }
 
@@ -1059,6 +1074,8 @@ static PyMethodDef Engine_methods[] = {
      "add_share(qp, slot, message_id, message_size, base_offset, length): queue bytes of a message"},
     {"set_rate", (PyCFunction)Engine_set_rate, METH_VARARGS, "set_rate(qp, mbps, timeout_s, now)"},
     {"set_held", (PyCFunction)Engine_set_held, METH_VARARGS, "set_held(qp, held): announce mode holds a QP"},
+    {"set_fence", (PyCFunction)Engine_set_fence, METH_VARARGS,
+     "set_fence(qp, index): send nothing at or past index until base reaches it (-1: none); PLB"},
     {"set_src_port", (PyCFunction)Engine_set_src_port, METH_VARARGS,
      "set_src_port(qp, port): the QP sends from another UDP source port (a PLB re-path)"},
     {"set_credit", (PyCFunction)Engine_set_credit, METH_VARARGS,

@@ -6,7 +6,8 @@ timeouts, delivery counts, delay samples). This module keeps the per-event
 decisions in Python, shared with the reference: messages and their release,
 rates (set_rate, CNP cuts and recovery, grants), announce mode
 (fabric/nic/flows.py), records and the control socket. The engine reports
-back through events: a QP share acknowledged, a message delivered, a QP idle.
+back through events: a QP share acknowledged, a message delivered, a QP idle, a
+fenced QP drained (PLB).
 
 Selected with ``[transport] nic = "compiled"`` (the default); ``"python"`` runs
 the reference. Fed the same calls, both send the same bytes and keep the same
@@ -31,7 +32,7 @@ except ImportError:  # not built: `make demo` / `make test` build it (scripts/se
     Engine = None
 
 #: Event kinds of Engine.take_events (fabric/nic/_engine.c).
-SHARE_DONE, DELIVERED, IDLE = 1, 2, 3
+SHARE_DONE, DELIVERED, IDLE, DRAINED = 1, 2, 3, 4
 
 
 class EngineNic:
@@ -76,6 +77,23 @@ class EngineQP(QpControl):
         self._held = value
         if self.handle is not None:
             self.engine.set_held(self.handle, value)
+
+    @property
+    def fence(self) -> int | None:
+        """PLB: the packet index a re-path waits at (None: none)."""
+        return self._fence
+
+    @fence.setter
+    def fence(self, index: int | None) -> None:
+        self._fence = index
+        if self.handle is not None:
+            self.engine.set_fence(self.handle, -1 if index is None else index)
+
+    def indices(self) -> tuple[int, int, int]:
+        """Packet indices: (oldest unacknowledged, one past the highest ever transmitted,
+        one past the last queued)."""
+        state = self.engine.qp_state(self.handle)
+        return state[3], state[6], state[5]
 
     def _rate_changed(self, now_ns: int) -> None:
         self.engine.set_rate(self.handle, self.rate.current_mbps, self.timeout_s(), now_ns)
@@ -135,7 +153,7 @@ class CompiledCore(AgentCore):
                              dcqcn=None if config.dcqcn is None else (
                                  float(config.dcqcn.kmin_bytes), float(config.dcqcn.kmax_bytes),
                                  config.dcqcn.pmax, int(config.dcqcn.cnp_interval_ms * 1e6)),
-                             idle_events=bool(config.dcqcn and config.dcqcn.plb_rounds))
+)
         self._stale = self._receivers = False
         self.slots: list[SentMessage] = []
         self.slot_of: dict[int, int] = {}
@@ -253,6 +271,8 @@ class CompiledCore(AgentCore):
                     self._release_due = True
             elif kind == IDLE:
                 self._on_idle(self.by_handle[value], now)
+            elif kind == DRAINED:
+                self._repath(self.by_handle[value])
 
     def _new_qp(self, nic: EngineNic, number: int, remote_ip: str, src_port: int, now: int,
                 burst_frames: int) -> EngineQP:

@@ -18,7 +18,7 @@ from fabric.nic.dcqcn import Marker, ip_number, repath_port
 from fabric.nic.flows import FlowAnnouncer
 from fabric.nic.port import Clock, NicPort, Transport, earliest
 from fabric.nic.pacing import TokenBucket, wire_bytes
-from fabric.nic.qp import SendQP, qp_number, split_sizes
+from fabric.nic.qp import QpControl, SendQP, qp_number, split_sizes
 from fabric.nic.wire import BTH_ACKREQ, BTH_U24, DATA_HEAD
 from fabric.nic.records import (COUNTER_NAMES, Delivery, Records, SentMessage, progress,
                                   write_csvs)
@@ -71,6 +71,8 @@ class AgentCore:
                        else Marker(config.dcqcn, config.line_mbps, config.salt))
         self.full_padding = wire.max_padding(config.mtu)
         self.plb_rounds = config.dcqcn.plb_rounds if config.dcqcn else 0
+        #: PLB: a CNP within this long of the previous one continues a congested run.
+        self.plb_round_ns = int(2 * config.dcqcn.cnp_interval_ms * 1e6) if config.dcqcn else 0
 
     def _port(self, ip: str, rail: int, burst: int, now: int) -> NicPort:
         """One NIC of the datapath (the compiled core makes its own)."""
@@ -194,6 +196,8 @@ class AgentCore:
             qp = self.send_qps.get(message.dest_qp)
             if qp is not None:
                 qp.on_cnp(now)
+                if self.plb_rounds:
+                    self._plb_on_cnp(qp, now)
                 self._rate_hint(qp)
                 self._next_timer = earliest(self._next_timer, qp.rate.next_recovery)
         else:
@@ -259,22 +263,42 @@ class AgentCore:
             if message.shares_left == 0:
                 message.acked_ns = self.clock.wall_ns()
                 self.sent_done += 1
-        if (self.flows is not None or self.plb_rounds) and qp.idle():
+        if qp.fence is not None and qp.gbn.base >= qp.fence:
+            self._repath(qp)
+        if self.flows is not None and qp.idle():
             self._on_idle(qp, now)
 
     def _on_idle(self, qp: SendQP, now: int) -> None:
-        """Every packet of ``qp`` is acknowledged: announce mode's done timer, PLB."""
-        if self.flows is not None:
-            self._next_timer = earliest(self._next_timer, self.flows.on_idle(qp, now))
-        if self.plb_rounds and qp.busy:
-            qp.busy = False
-            qp.congested_periods = qp.congested_periods + 1 if qp.cnps_in_period else 0
-            qp.cnps_in_period = 0
-            if qp.congested_periods >= self.plb_rounds:
-                qp.congested_periods = 0
-                qp.repaths += 1
-                self.count["repaths"] += 1
-                qp.set_src_port(repath_port(qp.qp, self.config.salt, qp.repaths))
+        """Every packet of ``qp`` is acknowledged: announce mode's done timer."""
+        self._next_timer = earliest(self._next_timer, self.flows.on_idle(qp, now))
+
+    # -- PLB (fabric/nic/dcqcn.py) ---------------------------------------------
+    def _plb_on_cnp(self, qp: QpControl, now: int) -> None:
+        """A CNP: one more congested round if the last came within a round; after
+        ``plb_rounds`` in a row, fence the QP just past what it has sent, to re-path once
+        that is acknowledged (the fence ends on a packet that asks for an ACK: the next
+        multiple of ``ack_every``, or the end of the queued work)."""
+        round_ns = self.plb_round_ns
+        recent = qp.last_cnp_ns is not None and now - qp.last_cnp_ns <= round_ns
+        qp.congested_rounds = qp.congested_rounds + 1 if recent else 1
+        qp.last_cnp_ns = now
+        if qp.congested_rounds < self.plb_rounds or qp.fence is not None:
+            return
+        base, high, total = qp.indices()
+        every = self.config.ack_every
+        fence = min(-(-high // every) * every, total)
+        if base >= fence:
+            self._repath(qp)
+        else:
+            qp.fence = fence
+
+    def _repath(self, qp: QpControl) -> None:
+        """Nothing is in flight on the old path: take a new UDP source port, lift the fence."""
+        qp.repaths += 1
+        qp.congested_rounds = 0
+        self.count["repaths"] += 1
+        qp.set_src_port(repath_port(qp.qp, self.config.salt, qp.repaths))
+        qp.fence = None
 
     # -- sending ------------------------------------------------------------------
     def _qp(self, nic: NicPort, remote_ip: str, index: int) -> SendQP:
@@ -321,7 +345,6 @@ class AgentCore:
         for index, length in enumerate(sizes):
             qp = self._qp(nic, message.dst_ip, index)
             qp.add_share(message, offset, length)
-            qp.busy = True
             offset += length
             if self.flows is not None:
                 qp.unqueued_shares -= 1

@@ -22,6 +22,17 @@ paper's 10 MB never fires within a collective, so it stays at zero and hyper
 increase (which needs both counters past F) never happens, as in the paper with
 a silent counter.
 
+PLB (Qureshi et al., SIGCOMM 2022), opt-in with ``plb_rounds``: a CNP that comes
+within two CNP intervals of the QP's previous one continues a congested run;
+after ``plb_rounds`` of them the QP re-paths. A RoCE QP is never idle inside a
+collective (a ring's next step arrives before the last ACK), so waiting for
+idleness, as PLB does for TCP, never comes: the QP instead stops at its next
+packet that asks for an ACK (the fence), waits until everything sent on the old
+path is acknowledged (a round trip without sending: go-back-N would take a
+packet overtaken on the new path for a loss and resend the window), then sends
+from a new UDP source port, which ECMP hashes anew. (Control plane:
+fabric/nic/core.py; the fence is per-packet work, in both datapaths.)
+
 Time constants are scaled to the emulated round-trip time, not to the link rate:
 at 10 Mb/s links everything is about 4,000 times slower than the paper's 40 Gb/s,
 and its 50 us CNP interval scaled by the link rate (200 ms) would let a 1 s
@@ -62,7 +73,7 @@ class DcqcnParams:
     fast_recovery_steps: int = 5
     rai_fraction: float = 0.05
     min_rate_fraction: float = 0.01
-    #: PLB: after this many busy periods in a row with a CNP, a QP re-paths (0: never).
+    #: PLB: after this many congested rounds in a row, a QP re-paths once drained (0: never).
     plb_rounds: int = 0
 
     def to_dict(self) -> dict:

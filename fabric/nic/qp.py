@@ -107,12 +107,13 @@ class QpControl:
         self.done_deadline: int | None = None
         #: Announce mode: granted while held, so its first work starts at a seeded phase.
         self.phase_pending = False
-        #: PLB (fabric/nic/dcqcn.py): CNPs in this busy period, busy periods in a row that
-        #: had one, re-paths so far, and whether work came since the QP was last idle.
-        self.cnps_in_period = 0
-        self.congested_periods = 0
+        #: PLB (fabric/nic/dcqcn.py): the last CNP, congested rounds in a row, re-paths so
+        #: far, and the fence: while a re-path waits for the packets in flight on the old
+        #: path to be acknowledged, nothing at or past this index is sent (None: no fence).
+        self.last_cnp_ns: int | None = None
+        self.congested_rounds = 0
         self.repaths = 0
-        self.busy = False
+        self._fence: int | None = None
         #: Shares (and their bytes) loaded for this QP but not queued on it yet.
         self.unqueued_shares = 0
         self.unqueued_bytes = 0
@@ -143,9 +144,22 @@ class QpControl:
         self.rate.set_target(mbps)
         self._rate_changed(now_ns)
 
+    @property
+    def fence(self) -> int | None:
+        """PLB: the packet index a re-path waits at (None: none)."""
+        return self._fence
+
+    @fence.setter
+    def fence(self, index: int | None) -> None:
+        self._fence = index
+
+    def indices(self) -> tuple[int, int, int]:
+        """Packet indices: (oldest unacknowledged, one past the highest ever transmitted,
+        one past the last queued)."""
+        raise NotImplementedError
+
     def on_cnp(self, now_ns: int) -> None:
         """Congestion notification hook: cut the rate (see pacing.QpRate)."""
-        self.cnps_in_period += 1
         self.rate.on_cnp(now_ns)
         self._rate_changed(now_ns)
 
@@ -210,7 +224,8 @@ class SendQP(QpControl):
         """Whether the window allows a packet to be (re)transmitted now."""
         gbn = self.gbn
         return (not self.held and gbn is not None and gbn.next_index < gbn.total
-                and gbn.next_index < gbn.base + gbn.window)
+                and gbn.next_index < gbn.base + gbn.window
+                and (self._fence is None or gbn.next_index < self._fence))
 
     def next_wire_size(self) -> int:
         """Wire bytes of the next packet to transmit (``has_work`` must be true)."""
@@ -252,6 +267,12 @@ class SendQP(QpControl):
         self.gbn.next_index = index
 
     # -- feedback ---------------------------------------------------------------
+    def indices(self) -> tuple[int, int, int]:
+        """Packet indices: (oldest unacknowledged, one past the highest ever transmitted,
+        one past the last queued)."""
+        gbn = self.gbn
+        return (gbn.base, self.high, gbn.total) if gbn else (0, 0, 0)
+
     def idle(self) -> bool:
         """True when every packet ever queued on this QP is acknowledged."""
         return self.gbn is None or self.gbn.base >= self.gbn.total

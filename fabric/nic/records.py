@@ -31,7 +31,7 @@ COUNTER_NAMES = ("data_sent", "data_received", "acks_sent", "acks_received", "co
                  "sends_refused",
                  # DCQCN: CNPs the receivers sent (fabric/nic/dcqcn.py).
                  "cnps_sent",
-                 # PLB: QPs that took a new UDP source port after congested busy periods.
+                 # PLB: QPs that took a new UDP source port after congested rounds.
                  "repaths")
 
 

@@ -13,11 +13,13 @@ pytestmark = pytest.mark.usefixtures("datapath")
 
 # -- tests -------------------------------------------------------------------------------
 import csv  # noqa: E402
+import heapq  # noqa: E402
 
 import pytest  # noqa: E402
 
 from fabric.nic import wire  # noqa: E402
 from fabric.nic.control import ExpectSpec, SendSpec  # noqa: E402
+from fabric.nic.dcqcn import DcqcnParams  # noqa: E402
 from fabric.nic.pacing import wire_bytes  # noqa: E402
 
 A, B, C = "10.0.0.1", "10.0.1.1", "10.0.2.1"
@@ -266,3 +268,41 @@ def test_credit_lost_to_a_late_wake_up_is_counted(qp_mbps):
     lost = h1.counters()["late_bytes"]
     # 10 frame-times late with a 2-frame burst: about 8-9 frames of credit gone.
     assert 7.5 * wire_bytes(9000) < lost < 10.5 * wire_bytes(9000), lost / wire_bytes(9000)
+
+
+def test_plb_repaths_once_what_the_old_path_carries_is_acknowledged():
+    # Two CNPs within a round (2 x cnp_interval) make PLB re-path h1's QP: it stops at the
+    # next packet that asks for an ACK, sends nothing new until every packet sent on the old
+    # path is acknowledged (no reordering for go-back-N to mistake for loss), then goes on
+    # from a new UDP source port, the next PSN first; the old port carries nothing after.
+    params = DcqcnParams(cnp_interval_ms=5.0, plb_rounds=2)
+    clock, net, h1, h5 = _pair(dcqcn=params, rto_ms=200.0)
+    net.delay_ns = 30_000_000  # a loaded fabric's delay: packets are in flight at the CNPs
+    _transfer(h1, h5, 1, 400_000)
+    h1.start(None)
+    h5.start(None)
+    h1.pump()
+    (qp,) = h1.send_qps.values()
+    for at_ms in (36, 40):  # two CNPs 4 ms apart (one congested run of two); 7 sent
+        net.seq += 1
+        heapq.heappush(net.queue, (clock.now + at_ms * 1_000_000, net.seq, B, A,
+                                   wire.encode(wire.Cnp(qp.qp))))
+    net.run()
+    assert h1.records.sent[1].done and h1.counters()["repaths"] == 1
+    data, acks = [], []
+    for (t, nic, _), (_, port, _, payload) in zip(net.sent_at, net.sent):
+        message = wire.decode(payload)
+        if nic == A and isinstance(message, wire.Data):
+            data.append((t, port, message.psn))
+        elif nic == B and isinstance(message, wire.Ack):
+            acks.append((t + net.delay_ns, message.psn))  # when it reached h1
+    first_port = data[0][1]
+    moved = next(i for i, (_, port, _) in enumerate(data) if port != first_port)
+    t_new, new_port, fence = data[moved]
+    assert {port for _, port, _ in data[moved:]} == {new_port}  # never back on the old one
+    assert max(psn for _, _, psn in data[:moved]) == fence - 1  # nothing past the fence
+    assert fence % 4 == 0  # it ends on a packet asking for an ACK (ack_every 4)
+    acked = min(t for t, psn in acks if psn >= fence - 1)
+    assert acked <= t_new  # not before the old path drained
+    assert t_new - data[moved - 1][0] >= 2 * net.delay_ns  # a round trip: a re-path's price
+    assert h1.records.sent[1].retransmits == 0
