@@ -299,6 +299,7 @@ class AgentCore:
         self.count["repaths"] += 1
         qp.set_src_port(repath_port(qp.qp, self.config.salt, qp.repaths))
         qp.fence = None
+        qp.on_repath(self.clock.mono_ns())
 
     # -- sending ------------------------------------------------------------------
     def _qp(self, nic: NicPort, remote_ip: str, index: int) -> SendQP:

@@ -38,8 +38,11 @@ at 10 Mb/s links everything is about 4,000 times slower than the paper's 40 Gb/s
 and its 50 us CNP interval scaled by the link rate (200 ms) would let a 1 s
 collective see a handful of CNPs. The defaults put the CNP interval, the alpha
 timer and the increase timer at about one emulated RTT (a 9000-byte frame takes
-7.2 ms per hop at 10 Mb/s) and the marking thresholds at one and five frames of
-a 10-frame buffer.
+7.2 ms per hop at 10 Mb/s) and the marking thresholds at one and three frames of
+a 10-frame buffer, with ``pmax`` 0.6 (the paper's 1 % at a Kmax of 200 KB assumes
+buffers that hold many round trips; a 10-frame buffer holds about three, and a
+2:1 collision fills it in 72 ms: measured on the headline with PLB, 5 frames and
+0.2 gave 71 %, 3 frames and 0.6 gave 76 %, benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -64,8 +67,8 @@ class DcqcnParams:
     """DCQCN's knobs (see the module docstring); ``[dcqcn]`` in a spec."""
 
     kmin_bytes: int = 9_100
-    kmax_bytes: int = 45_500
-    pmax: float = 0.2
+    kmax_bytes: int = 27_300
+    pmax: float = 0.6
     cnp_interval_ms: float = 20.0
     g: float = 1 / 16
     alpha_timer_ms: float = 20.0
@@ -143,7 +146,7 @@ class DcqcnRate:
     """A QP's DCQCN rate state (the interface of `fabric.nic.pacing.QpRate`)."""
 
     __slots__ = ("line_mbps", "target_mbps", "current_mbps", "next_recovery", "params",
-                 "alpha", "next_alpha", "next_increase", "increases")
+                 "alpha", "next_alpha", "next_increase", "increases", "set_mbps")
 
     def __init__(self, line_mbps: float, params: DcqcnParams,
                  target_mbps: float | None = None) -> None:
@@ -151,6 +154,7 @@ class DcqcnRate:
         self.params = params
         self.target_mbps = target_mbps or line_mbps
         self.current_mbps = self.target_mbps
+        self.set_mbps = self.target_mbps
         self.alpha = 1.0
         self.next_alpha: int | None = None
         self.next_increase: int | None = None
@@ -163,9 +167,15 @@ class DcqcnRate:
 
     def set_target(self, mbps: float) -> None:
         """A rate set by the harness: apply it at once, forget the congestion state."""
-        self.target_mbps = self.current_mbps = mbps
+        self.target_mbps = self.current_mbps = self.set_mbps = mbps
         self.next_alpha = self.next_increase = None
         self._schedule()
+
+    def on_repath(self) -> None:
+        """PLB moved the QP to a new path: the cuts the old one caused no longer apply;
+        back to the rate set by the harness (or line rate), as a new QP starts."""
+        self.set_target(self.set_mbps)
+        self.alpha = 1.0
 
     def on_cnp(self, now_ns: int) -> None:
         """Cut: target = current, current x (1 - alpha / 2), alpha grows; timers restart."""

@@ -158,6 +158,11 @@ class QpControl:
         one past the last queued)."""
         raise NotImplementedError
 
+    def on_repath(self, now_ns: int) -> None:
+        """PLB re-pathed the QP: its rate machine starts over (DCQCN only)."""
+        self.rate.on_repath()
+        self._rate_changed(now_ns)
+
     def on_cnp(self, now_ns: int) -> None:
         """Congestion notification hook: cut the rate (see pacing.QpRate)."""
         self.rate.on_cnp(now_ns)
