@@ -81,3 +81,14 @@ def test_repeated_cnps_drive_the_rate_down_but_not_below_the_floor():
         rate.on_cnp(step * MS)
     assert rate.current_mbps == pytest.approx(10.0 * P.min_rate_fraction)
     assert rate.alpha == pytest.approx(1.0)
+
+
+def test_a_repath_forgets_the_old_paths_cuts_and_returns_to_the_set_rate():
+    rate = DcqcnRate(10.0, P)
+    rate.set_target(8.0)  # the harness's rate, not line rate
+    rate.on_cnp(0)
+    rate.on_cnp(MS)
+    assert rate.current_mbps < 4.0 and rate.next_recovery is not None
+    rate.on_repath()
+    assert rate.current_mbps == rate.target_mbps == 8.0
+    assert rate.alpha == 1.0 and rate.next_recovery is None
