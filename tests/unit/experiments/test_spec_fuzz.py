@@ -131,3 +131,17 @@ def test_twenty_broken_specs_through_the_cli_get_one_line_and_start_nothing(
     assert exit_info.value.code == 2, err
     assert err.startswith("railcc: error: ") and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_a_spec_that_is_not_utf8_gets_one_line_through_the_cli(monkeypatch, capsys, tmp_path):
+    from experiments.cli import main as cli
+
+    spec = tmp_path / "spec.toml"
+    spec.write_bytes(to_toml(BASE).encode() + b"# caf\xe9\n")  # Latin-1, as an editor may save
+    monkeypatch.setattr(sys, "argv", ["railcc", "run", str(spec), "-o", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert err.count("\n") == 1 and "not UTF-8" in err, err
+    assert not (tmp_path / "out").exists()
