@@ -142,14 +142,16 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
 def nic_settings(experiment: Experiment) -> NicSettings:
     """What the NIC agents need to know of an experiment (plain data, no spec objects)."""
     transport = experiment.transport
+    nic_cc = NIC_CONGESTION_CONTROL.get(experiment.algorithm) if transport.kind == "roce" \
+        else None
     return NicSettings(
         transport=transport.kind, window_packets=transport.window_packets,
         rto_ms=transport.rto_ms, ack_every=transport.ack_every,
         delay_sample_every=experiment.delay_sample_every, salt=experiment.seed,
         announce=transport.kind == "roce" and experiment.algorithm in ANNOUNCING,
         datapath=transport.nic,
-        dcqcn=(experiment.dcqcn.to_dict() if transport.kind == "roce"
-               and experiment.algorithm in NIC_CONGESTION_CONTROL else None))
+        dcqcn=experiment.dcqcn.to_dict() if nic_cc == "dcqcn" else None,
+        swift=experiment.swift.to_dict() if nic_cc == "swift" else None)
 
 
 def _human(size: int) -> str:

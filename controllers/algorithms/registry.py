@@ -13,6 +13,7 @@ from controllers.algorithms.adaptive import AdaptiveAlgorithm
 from controllers.algorithms.ecmp import EcmpAlgorithm
 from controllers.algorithms.proactive import ProactiveAlgorithm
 from controllers.algorithms.dcqcn import DcqcnAlgorithm
+from controllers.algorithms.swift import SwiftAlgorithm
 from controllers.core.events import PortCounters
 from controllers.core.intents import Intent
 from topologies.model import Link, Topology
@@ -55,13 +56,14 @@ class Algorithm(Protocol):
 #: Algorithm name -> class taking ``(topology, **options)``.
 ALGORITHMS: dict[str, type] = {"ecmp": EcmpAlgorithm, "adaptive": AdaptiveAlgorithm,
                                "proactive": ProactiveAlgorithm, "dcqcn": DcqcnAlgorithm,
-                               "reactive": DcqcnAlgorithm}
+                               "reactive": DcqcnAlgorithm, "swift": SwiftAlgorithm}
 #: Other names of an algorithm (not run twice when every algorithm is asked for).
 ALIASES = {"reactive": "dcqcn"}
 #: Algorithms whose NICs announce every flow in-band and wait for a grant before sending.
 ANNOUNCING = frozenset({"adaptive", "proactive"})
-#: Algorithms whose NICs run congestion control themselves (DCQCN, fabric/nic/dcqcn.py).
-NIC_CONGESTION_CONTROL = frozenset({"dcqcn", "reactive"})
+#: Algorithms whose NICs run congestion control themselves, and which: DCQCN
+#: (fabric/nic/dcqcn.py) or Swift (fabric/nic/swift.py).
+NIC_CONGESTION_CONTROL = {"dcqcn": "dcqcn", "reactive": "dcqcn", "swift": "swift"}
 
 
 class UnknownAlgorithm(ValueError):

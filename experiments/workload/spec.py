@@ -5,7 +5,7 @@ Schema (full reference with examples: docs/spec.md; `json_schema()` for checkers
     [experiment]  name (str, required), seed (int >= 0, 0), description (str, "")
     [topology]    preset = NAME plus optional FabricSpec overrides (nic_mbps, ...),
                   or inline FabricSpec keys including name (required table)
-    [controller]  algorithm (ecmp|adaptive|proactive|dcqcn, reactive = dcqcn; "ecmp"),
+    [controller]  algorithm (ecmp|adaptive|proactive|dcqcn|swift, reactive = dcqcn; "ecmp"),
                   stats_interval_ms (10..10000, 200)
     [[jobs]]      name ("job{i}"), collective (allreduce|allgather|reducescatter|
                   all2all|sendrecv, required), servers (count >= 2 placed by
@@ -29,8 +29,10 @@ Schema (full reference with examples: docs/spec.md; `json_schema()` for checkers
                   at ("0ms"), duration, fraction (slow-link), period and count (link-flap)
                   (experiments/workload/faults.py, docs/faults.md)
     [dcqcn]       kmin_bytes, kmax_bytes, pmax, cnp_interval_ms, g, alpha_timer_ms,
-                  increase_timer_ms, fast_recovery_steps, rai_fraction, min_rate_fraction
-                  (fabric/nic/dcqcn.py; used when the algorithm is dcqcn)
+                  increase_timer_ms, fast_recovery_steps, rai_fraction, min_rate_fraction,
+                  plb_rounds (fabric/nic/dcqcn.py; used when the algorithm is dcqcn)
+    [swift]       hop_target_frames, ai_fraction, beta, max_mdf, min_rate_fraction,
+                  plb_rounds (fabric/nic/swift.py; used when the algorithm is swift)
 
 Validation has two steps. The file's shape (keys, types, ranges) is the frozen
 pydantic model `SpecFile`, one `Table` per TOML table; then the jobs are resolved
@@ -64,6 +66,7 @@ from experiments.workload.faults import Fault, FaultTable, resolve as resolve_fa
 from experiments.workload.placement import POLICIES, place
 from fabric.nic.control import DATAPATHS
 from fabric.nic.dcqcn import DcqcnParams
+from fabric.nic.swift import SwiftParams
 from topologies import FabricSpec, build
 from topologies.model import Topology
 from topologies.presets import TopologyTable
@@ -147,6 +150,7 @@ class Experiment:
     ovs_shards: int = 0
     ovs_allocator: str = "tcmalloc"
     dcqcn: DcqcnParams = DcqcnParams()
+    swift: SwiftParams = SwiftParams()
     faults: tuple[Fault, ...] = ()
     captures: tuple[str, ...] = ()
     source: str = ""
@@ -412,6 +416,25 @@ class DcqcnTable(Table):
         return DcqcnParams(**self.model_dump())
 
 
+_SWIFT = SwiftParams()
+
+
+class SwiftTable(Table):
+    """[swift]: Swift's parameters, used when the algorithm is swift (fabric/nic/swift.py)."""
+
+    hop_target_frames: Annotated[float, Range(0.001, 100)] = _SWIFT.hop_target_frames
+    ai_fraction: Annotated[float, Range(0, 1, exclusive=True)] = _SWIFT.ai_fraction
+    beta: Annotated[float, Range(0, 1, exclusive=True)] = _SWIFT.beta
+    max_mdf: Annotated[float, Range(0, 1, exclusive=True)] = _SWIFT.max_mdf
+    min_rate_fraction: Annotated[float, Range(0, 1, exclusive=True)] = \
+        _SWIFT.min_rate_fraction
+    plb_rounds: Annotated[int, Range(0, 1000)] = _SWIFT.plb_rounds
+
+    def to_params(self) -> SwiftParams:
+        """The NICs' Swift parameters."""
+        return SwiftParams(**self.model_dump())
+
+
 class EmulatorTable(Table):
     """[emulator]: how the emulator itself is laid out (not part of the emulated fabric)."""
 
@@ -433,6 +456,7 @@ class SpecFile(Table):
     limits: LimitsTable = LimitsTable()
     emulator: EmulatorTable = EmulatorTable()
     dcqcn: DcqcnTable = DcqcnTable()
+    swift: SwiftTable = SwiftTable()
     faults: list[FaultTable] = []
 
     @model_validator(mode="after")
@@ -504,7 +528,7 @@ def from_dict(data: Mapping[str, Any], source: str = "") -> Experiment:
         run_timeout_s=spec.limits.run_timeout_s,
         max_offered_fraction=spec.limits.max_offered_fraction,
         ovs_shards=spec.emulator.ovs_shards, ovs_allocator=spec.emulator.ovs_allocator,
-        dcqcn=spec.dcqcn.to_params(), source=source)
+        dcqcn=spec.dcqcn.to_params(), swift=spec.swift.to_params(), source=source)
 
 
 def _captures(names: list[str], topology: Topology) -> tuple[str, ...]:

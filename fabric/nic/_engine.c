@@ -71,7 +71,7 @@ static const char *COUNTER_NAMES[C_COUNT] = {
     "data_received", "acks_received", "sends_refused", "cnps_sent"};
 
 /* Events for the control plane: (kind, value, mono_ns, wall_ns). */
-enum { EV_SHARE_DONE = 1, EV_DELIVERED = 2, EV_IDLE = 3, EV_DRAINED = 4 };
+enum { EV_SHARE_DONE = 1, EV_DELIVERED = 2, EV_IDLE = 3, EV_DRAINED = 4, EV_ECHO = 5 };
 
 static inline void put16(uint8_t *p, uint32_t v) { p[0] = v >> 8; p[1] = v; }
 static inline void put32(uint8_t *p, uint32_t v) { p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v; }
@@ -206,6 +206,7 @@ typedef struct {
     int announce;
     uint64_t salt;
     int dcqcn;               /* receivers mark by queueing delay and send CNPs */
+    int echo_events;         /* Swift: report the delay each ACK echoes (EV_ECHO: qp << 24 | us) */
     double kmin, kmax, pmax; int64_t cnp_interval;
     PyObject *sender;        /* callable or NULL */
     PyObject *fd_for;        /* callable or NULL */
@@ -479,7 +480,7 @@ static int nic_pump(Engine *e, int ni, int64_t now, int64_t wall, int64_t *next)
 }
 
 /* ---- receive side (AgentCore._on_data, _on_ack) ------------------------------- */
-static int on_ack(Engine *e, uint32_t qpn, uint32_t psn, int is_nak, int64_t now, int64_t wall) {
+static int on_ack(Engine *e, uint32_t qpn, uint32_t psn, int is_nak, uint32_t echo, int64_t now, int64_t wall) {
     int32_t h = map_get(&e->qp_by_number, qpn);
     if (h < 0) return 0;
     Qp *q = &e->qps[h];
@@ -507,6 +508,8 @@ static int on_ack(Engine *e, uint32_t qpn, uint32_t psn, int is_nak, int64_t now
     }
     if (e->announce && (!q->has_gbn || qp_done(q)))
         if (event(e, EV_IDLE, h, now, wall) < 0) return -1;
+    if (e->echo_events && echo && !is_nak)
+        if (event(e, EV_ECHO, ((long long)h << 24) | echo, now, wall) < 0) return -1;
     return 0;
 }
 
@@ -599,8 +602,15 @@ static int on_data(Engine *e, int ni, uint32_t src_ip, PyObject *src_str, const 
     }
     if (send) {
         uint8_t a[ACK_LEN];
+        /* An ACK echoes the one-way delay of the full frame that asked for it, in us (MSN). */
+        int64_t echo = 0;
+        if (syndrome == SYNDROME_ACK && padding == e->mtu - DATA_OVERHEAD) {
+            echo = (wall - ts) / 1000;
+            echo = echo < 1 ? 1 : echo > (int64_t)U24 ? (int64_t)U24 : echo;
+        }
         a[0] = OP_ACK; a[1] = 0; put16(a + 2, PKEY); put32(a + 4, qpn); put32(a + 8, ack_psn);
-        a[12] = syndrome; a[13] = a[14] = a[15] = 0; put32(a + 16, 0);
+        a[12] = syndrome; a[13] = (uint8_t)(echo >> 16); a[14] = (uint8_t)(echo >> 8); a[15] = (uint8_t)echo;
+        put32(a + 16, 0);
         if (send_ack(e, ni, r->ack_port, src_ip, src_str, a, ACK_LEN, C_ACKS_SENT) < 0) return -1;
     }
     return 0;
@@ -614,7 +624,8 @@ static int datagram(Engine *e, int ni, uint32_t src_ip, PyObject *src_str, const
         return on_data(e, ni, src_ip, src_str, d, size, now, wall) < 0 ? -1 : 1;
     if (size == ACK_LEN && d[0] == OP_ACK) {
         e->count[C_ACKS_RECEIVED]++;
-        return on_ack(e, get32(d + 4) & U24, get32(d + 8) & U24, (d[12] >> 5) == 3, now, wall) < 0 ? -1 : 1;
+        return on_ack(e, get32(d + 4) & U24, get32(d + 8) & U24, (d[12] >> 5) == 3,
+                      ((uint32_t)d[13] << 16) | ((uint32_t)d[14] << 8) | d[15], now, wall) < 0 ? -1 : 1;
     }
     return 0;
 }
@@ -631,14 +642,14 @@ static int check_qp(Engine *e, int h) {
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     static char *names[] = {"line_mbps", "nic_burst", "mtu", "ack_every", "delay_every", "announce",
-                            "salt", "sender", "fd_for", "dcqcn", NULL};
+                            "salt", "sender", "fd_for", "dcqcn", "echo_events", NULL};
     PyObject *sender = Py_None, *fd_for = Py_None, *dcqcn = Py_None;
     long long mtu, ack_every, delay_every;
     unsigned long long salt;
     int announce;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "ddLLLpK|OOO", names, &e->line_mbps, &e->nic_burst, &mtu,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ddLLLpK|OOOp", names, &e->line_mbps, &e->nic_burst, &mtu,
                                      &ack_every, &delay_every, &announce, &salt, &sender, &fd_for,
-                                     &dcqcn))
+                                     &dcqcn, &e->echo_events))
         return -1;
     if (dcqcn != Py_None) {  /* (kmin_bytes, kmax_bytes, pmax, cnp_interval_ns) */
         long long interval;

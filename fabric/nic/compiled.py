@@ -7,7 +7,7 @@ decisions in Python, shared with the reference: messages and their release,
 rates (set_rate, CNP cuts and recovery, grants), announce mode
 (fabric/nic/flows.py), records and the control socket. The engine reports
 back through events: a QP share acknowledged, a message delivered, a QP idle, a
-fenced QP drained (PLB).
+fenced QP drained (PLB), the delay an ACK echoed (Swift).
 
 Selected with ``[transport] nic = "compiled"`` (the default); ``"python"`` runs
 the reference. Fed the same calls, both send the same bytes and keep the same
@@ -32,7 +32,7 @@ except ImportError:  # not built: `make demo` / `make test` build it (scripts/se
     Engine = None
 
 #: Event kinds of Engine.take_events (fabric/nic/_engine.c).
-SHARE_DONE, DELIVERED, IDLE, DRAINED = 1, 2, 3, 4
+SHARE_DONE, DELIVERED, IDLE, DRAINED, ECHO = 1, 2, 3, 4, 5
 
 
 class EngineNic:
@@ -62,7 +62,7 @@ class EngineQP(QpControl):
         self.handle: int | None = None
         super().__init__(qp, nic.ip, nic.rail, remote_ip, src_port, config.mtu,
                          config.line_mbps, config.window_packets, config.rto_ms / 1000.0,
-                         config.ack_every, target_mbps, config.dcqcn)
+                         config.ack_every, target_mbps, config.congestion)
         self.handle = engine.add_qp(nic.index, qp, remote_ip, src_port, config.window_packets,
                                     self.rate.current_mbps,
                                     float(burst_frames * self.frame_bytes), self.timeout_s(), now)
@@ -153,7 +153,7 @@ class CompiledCore(AgentCore):
                              dcqcn=None if config.dcqcn is None else (
                                  float(config.dcqcn.kmin_bytes), float(config.dcqcn.kmax_bytes),
                                  config.dcqcn.pmax, int(config.dcqcn.cnp_interval_ms * 1e6)),
-)
+                             echo_events=config.swift is not None)
         self._stale = self._receivers = False
         self.slots: list[SentMessage] = []
         self.slot_of: dict[int, int] = {}
@@ -273,6 +273,8 @@ class CompiledCore(AgentCore):
                 self._on_idle(self.by_handle[value], now)
             elif kind == DRAINED:
                 self._repath(self.by_handle[value])
+            elif kind == ECHO:
+                self._on_echo(self.by_handle[value >> 24], (value & 0xFFFFFF) * 1000, now)
 
     def _new_qp(self, nic: EngineNic, number: int, remote_ip: str, src_port: int, now: int,
                 burst_frames: int) -> EngineQP:

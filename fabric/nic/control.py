@@ -14,6 +14,7 @@ from typing import Any
 
 from fabric.nic import wire
 from fabric.nic.dcqcn import DcqcnParams
+from fabric.nic.swift import SwiftParams
 
 OPS = ("configure", "load", "start", "status", "set_rate", "finish", "quit")
 TRANSPORTS = ("roce", "tcp")
@@ -60,6 +61,18 @@ class AgentConfig:
     #: DCQCN at the NICs (fabric/nic/dcqcn.py): receivers mark and send CNPs, senders run
     #: the rate machine; None: neither.
     dcqcn: DcqcnParams | None = None
+    #: Swift at the NICs (fabric/nic/swift.py): senders adapt to the delay ACKs echo.
+    swift: SwiftParams | None = None
+
+    @property
+    def congestion(self) -> DcqcnParams | SwiftParams | None:
+        """The NIC congestion control in force, if any (at most one is set)."""
+        return self.dcqcn or self.swift
+
+    @property
+    def plb_rounds(self) -> int:
+        """PLB's congested rounds before a re-path (0: off)."""
+        return self.congestion.plb_rounds if self.congestion else 0
 
 
 @dataclass(frozen=True)
@@ -142,7 +155,7 @@ def parse_configure(obj: dict) -> AgentConfig:
     _keys(obj, "configure", {"op", "nics", "line_mbps", "out_dir"},
           {"mtu", "window_packets", "rto_ms", "qps_per_connection", "salt", "ack_every",
            "delay_sample_every", "transport", "announce", "linger_ms", "grant_timeout_ms",
-           "datapath", "dcqcn"})
+           "datapath", "dcqcn", "swift"})
     if not isinstance(obj["nics"], list) or not obj["nics"]:
         raise RequestError("configure.nics: must be a non-empty list")
     nics = []
@@ -162,7 +175,7 @@ def parse_configure(obj: dict) -> AgentConfig:
     if datapath not in DATAPATHS:
         raise RequestError(f"configure.datapath: must be one of {', '.join(DATAPATHS)}, "
                            f"got {datapath!r}")
-    return AgentConfig(
+    config = AgentConfig(
         nics=tuple(nics), line_mbps=_positive(obj["line_mbps"], "configure.line_mbps"),
         out_dir=obj["out_dir"],
         mtu=_int(obj.get("mtu", 9000), "configure.mtu", wire.DATA_OVERHEAD + 1, 65000),
@@ -177,7 +190,10 @@ def parse_configure(obj: dict) -> AgentConfig:
         transport=transport, announce=_bool(obj.get("announce", False), "configure.announce"),
         linger_ms=_non_negative(obj.get("linger_ms", 0.0), "configure.linger_ms"),
         grant_timeout_ms=_positive(obj.get("grant_timeout_ms", 100.0), "configure.grant_timeout_ms"),
-        datapath=datapath, dcqcn=_dcqcn(obj.get("dcqcn")))
+        datapath=datapath, dcqcn=_dcqcn(obj.get("dcqcn")), swift=_swift(obj.get("swift")))
+    if config.dcqcn is not None and config.swift is not None:
+        raise RequestError("configure: dcqcn and swift cannot both run")
+    return config
 
 
 def _dcqcn(value: Any) -> DcqcnParams | None:
@@ -198,6 +214,24 @@ def _dcqcn(value: Any) -> DcqcnParams | None:
     params = DcqcnParams(**checked)
     if params.kmax_bytes <= params.kmin_bytes or params.pmax > 1 or params.g >= 1:
         raise RequestError("configure.dcqcn: need kmin_bytes < kmax_bytes, pmax <= 1, g < 1")
+    return params
+
+
+def _swift(value: Any) -> SwiftParams | None:
+    """``configure.swift``: null, or a table of SwiftParams fields (the rest default)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RequestError(f"configure.swift: must be a table or null, got {value!r}")
+    known = {f.name for f in dataclasses.fields(SwiftParams)}
+    _keys(value, "configure.swift", set(), known)
+    checked = {}
+    for name, item in value.items():
+        where = f"configure.swift.{name}"
+        checked[name] = _int(item, where, 0) if name == "plb_rounds" else _positive(item, where)
+    params = SwiftParams(**checked)
+    if params.max_mdf >= 1 or params.min_rate_fraction >= 1:
+        raise RequestError("configure.swift: need max_mdf < 1 and min_rate_fraction < 1")
     return params
 
 

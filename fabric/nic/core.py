@@ -15,6 +15,7 @@ from pathlib import Path
 from fabric.nic import wire
 from fabric.nic.control import AgentConfig, ExpectSpec, RequestError, SendSpec
 from fabric.nic.dcqcn import Marker, ip_number, repath_port
+from fabric.nic.swift import echo_us
 from fabric.nic.flows import FlowAnnouncer
 from fabric.nic.port import Clock, NicPort, Transport, earliest
 from fabric.nic.pacing import TokenBucket, wire_bytes
@@ -70,9 +71,11 @@ class AgentCore:
         self.marker = (None if config.dcqcn is None
                        else Marker(config.dcqcn, config.line_mbps, config.salt))
         self.full_padding = wire.max_padding(config.mtu)
-        self.plb_rounds = config.dcqcn.plb_rounds if config.dcqcn else 0
-        #: PLB: a CNP within this long of the previous one continues a congested run.
+        self.plb_rounds = config.plb_rounds
+        #: PLB under DCQCN: a CNP within this long of the previous one continues a
+        #: congested run (under Swift: a decrease within two round trips of the last).
         self.plb_round_ns = int(2 * config.dcqcn.cnp_interval_ms * 1e6) if config.dcqcn else 0
+        self.swift = config.swift is not None
 
     def _port(self, ip: str, rail: int, burst: int, now: int) -> NicPort:
         """One NIC of the datapath (the compiled core makes its own)."""
@@ -197,7 +200,7 @@ class AgentCore:
             if qp is not None:
                 qp.on_cnp(now)
                 if self.plb_rounds:
-                    self._plb_on_cnp(qp, now)
+                    self._plb_on_congestion(qp, now, self.plb_round_ns)
                 self._rate_hint(qp)
                 self._next_timer = earliest(self._next_timer, qp.rate.next_recovery)
         else:
@@ -226,8 +229,9 @@ class AgentCore:
         action = receiver.on_data(psn, ack_req)
         if action.deliver:
             self._deliver(nic, message_id, length, padding, wall)
-        if action.ack is not None:
-            self._send_ack(nic, src_ip, wire.Ack(qp, action.ack))
+        if action.ack is not None:  # with the one-way delay of a full frame (Swift)
+            echo = echo_us(wall - ts) if padding == self.full_padding else 0
+            self._send_ack(nic, src_ip, wire.Ack(qp, action.ack, echo))
         if action.nak is not None:
             self._send_ack(nic, src_ip, wire.nak(qp, action.nak))
 
@@ -267,21 +271,32 @@ class AgentCore:
             self._repath(qp)
         if self.flows is not None and qp.idle():
             self._on_idle(qp, now)
+        if self.swift and ack.msn and not ack.is_nak:
+            self._on_echo(qp, ack.msn * 1000, now)
+
+    def _on_echo(self, qp: QpControl, delay_ns: int, now: int) -> None:
+        """Swift: an ACK echoed the one-way delay of the frame it acknowledges."""
+        changed, decreased = qp.on_delay(now, delay_ns)
+        if changed:
+            self._rate_hint(qp)
+        if decreased:
+            self.count["swift_cuts"] += 1
+            if self.plb_rounds:
+                self._plb_on_congestion(qp, now, 4 * delay_ns)
 
     def _on_idle(self, qp: SendQP, now: int) -> None:
         """Every packet of ``qp`` is acknowledged: announce mode's done timer."""
         self._next_timer = earliest(self._next_timer, self.flows.on_idle(qp, now))
 
     # -- PLB (fabric/nic/dcqcn.py) ---------------------------------------------
-    def _plb_on_cnp(self, qp: QpControl, now: int) -> None:
-        """A CNP: one more congested round if the last came within a round; after
-        ``plb_rounds`` in a row, fence the QP just past what it has sent, to re-path once
-        that is acknowledged (the fence ends on a packet that asks for an ACK: the next
-        multiple of ``ack_every``, or the end of the queued work)."""
-        round_ns = self.plb_round_ns
-        recent = qp.last_cnp_ns is not None and now - qp.last_cnp_ns <= round_ns
+    def _plb_on_congestion(self, qp: QpControl, now: int, round_ns: int) -> None:
+        """A CNP or a Swift decrease: one more congested round if the last came within
+        ``round_ns``; after ``plb_rounds`` in a row, fence the QP just past what it has
+        sent, to re-path once that is acknowledged (the fence ends on a packet that asks
+        for an ACK: the next multiple of ``ack_every``, or the end of the queued work)."""
+        recent = qp.last_congestion_ns is not None and now - qp.last_congestion_ns <= round_ns
         qp.congested_rounds = qp.congested_rounds + 1 if recent else 1
-        qp.last_cnp_ns = now
+        qp.last_congestion_ns = now
         if qp.congested_rounds < self.plb_rounds or qp.fence is not None:
             return
         base, high, total = qp.indices()
@@ -322,7 +337,7 @@ class AgentCore:
         return SendQP(number, nic.ip, nic.rail, remote_ip, src_port, cfg.mtu, cfg.line_mbps,
                       cfg.window_packets, cfg.rto_ms / 1000.0, cfg.ack_every, now,
                       self.rates_by_dst.get(remote_ip), burst_frames=burst_frames,
-                      dcqcn=cfg.dcqcn)
+                      congestion=cfg.congestion)
 
     def _release(self, now: int) -> None:
         """Queue the messages whose start time came and whose dependencies were received."""

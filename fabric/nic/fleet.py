@@ -50,6 +50,7 @@ class NicSettings:
     announce: bool          # announce flows in-band to the fabric manager
     datapath: str = "compiled"  # the NIC's per-packet work: "compiled" or "python"
     dcqcn: dict | None = None   # DCQCN at the NICs (fabric/nic/dcqcn.py fields), or None
+    swift: dict | None = None   # Swift at the NICs (fabric/nic/swift.py fields), or None
 
 
 class AgentFleet:
@@ -91,7 +92,7 @@ class AgentFleet:
                 rto_ms=settings.rto_ms, qps_per_connection=1, salt=settings.salt,
                 ack_every=settings.ack_every, delay_sample_every=settings.delay_sample_every,
                 out_dir=str(self.agent_dir), transport=settings.transport, announce=settings.announce,
-                datapath=settings.datapath, dcqcn=settings.dcqcn))
+                datapath=settings.datapath, dcqcn=settings.dcqcn, swift=settings.swift))
             self.clients[server] = client
 
     def _cross_rail_neighbours(self, rows: list[dict]) -> None:

@@ -18,6 +18,7 @@ import zlib
 
 from fabric.nic import wire
 from fabric.nic.dcqcn import DcqcnParams, DcqcnRate
+from fabric.nic.swift import SwiftParams, SwiftRate
 from fabric.nic.pacing import QpRate, TokenBucket, wire_bytes
 from fabric.nic.records import SentMessage
 from fabric.nic.gbn import GbnSender
@@ -84,7 +85,8 @@ class QpControl:
 
     def __init__(self, qp: int, nic_ip: str, rail: int, remote_ip: str, src_port: int,
                  mtu: int, line_mbps: float, window: int, rto_s: float, ack_every: int,
-                 target_mbps: float | None = None, dcqcn: DcqcnParams | None = None) -> None:
+                 target_mbps: float | None = None,
+                 congestion: DcqcnParams | SwiftParams | None = None) -> None:
         self.qp = qp
         self.nic_ip = nic_ip
         self.rail = rail
@@ -94,9 +96,14 @@ class QpControl:
         self.window = window
         self.rto_s = rto_s
         self.ack_every = ack_every
-        self.rate: QpRate | DcqcnRate = (QpRate(line_mbps, target_mbps) if dcqcn is None
-                                         else DcqcnRate(line_mbps, dcqcn, target_mbps))
         self.frame_bytes = wire_bytes(mtu)
+        self.rate: QpRate | DcqcnRate | SwiftRate
+        if isinstance(congestion, DcqcnParams):
+            self.rate = DcqcnRate(line_mbps, congestion, target_mbps)
+        elif isinstance(congestion, SwiftParams):
+            self.rate = SwiftRate(line_mbps, congestion, self.frame_bytes, target_mbps)
+        else:
+            self.rate = QpRate(line_mbps, target_mbps)
         # Announce mode (fabric/nic/flows.py): the fabric manager knows this QP's flow,
         # the QP waits for a grant, and when it asked / will report the flow done.
         self.announced = False
@@ -107,10 +114,11 @@ class QpControl:
         self.done_deadline: int | None = None
         #: Announce mode: granted while held, so its first work starts at a seeded phase.
         self.phase_pending = False
-        #: PLB (fabric/nic/dcqcn.py): the last CNP, congested rounds in a row, re-paths so
-        #: far, and the fence: while a re-path waits for the packets in flight on the old
-        #: path to be acknowledged, nothing at or past this index is sent (None: no fence).
-        self.last_cnp_ns: int | None = None
+        #: PLB (fabric/nic/dcqcn.py): the last CNP or Swift decrease, congested rounds in a
+        #: row, re-paths so far, and the fence: while a re-path waits for the packets in
+        #: flight on the old path to be acknowledged, nothing at or past this index is sent
+        #: (None: no fence).
+        self.last_congestion_ns: int | None = None
         self.congested_rounds = 0
         self.repaths = 0
         self._fence: int | None = None
@@ -158,8 +166,15 @@ class QpControl:
         one past the last queued)."""
         raise NotImplementedError
 
+    def on_delay(self, now_ns: int, delay_ns: int) -> tuple[bool, bool]:
+        """An ACK echoed a one-way delay (Swift): (the rate changed, it was cut)."""
+        changed, decreased = self.rate.on_delay(now_ns, delay_ns)
+        if changed:
+            self._rate_changed(now_ns)
+        return changed, decreased
+
     def on_repath(self, now_ns: int) -> None:
-        """PLB re-pathed the QP: its rate machine starts over (DCQCN only)."""
+        """PLB re-pathed the QP: its rate machine starts over (DCQCN, Swift)."""
         self.rate.on_repath()
         self._rate_changed(now_ns)
 
@@ -182,9 +197,9 @@ class SendQP(QpControl):
     def __init__(self, qp: int, nic_ip: str, rail: int, remote_ip: str, src_port: int,
                  mtu: int, line_mbps: float, window: int, rto_s: float, ack_every: int,
                  now_ns: int, target_mbps: float | None = None, burst_frames: int = 2,
-                 dcqcn: DcqcnParams | None = None) -> None:
+                 congestion: DcqcnParams | SwiftParams | None = None) -> None:
         super().__init__(qp, nic_ip, rail, remote_ip, src_port, mtu, line_mbps, window, rto_s,
-                         ack_every, target_mbps, dcqcn)
+                         ack_every, target_mbps, congestion)
         self.bucket = TokenBucket(self.rate.current_mbps, burst_frames * self.frame_bytes, now_ns)
         self.gbn: GbnSender | None = None
         self.shares: list[Share] = []

@@ -32,7 +32,9 @@ COUNTER_NAMES = ("data_sent", "data_received", "acks_sent", "acks_received", "co
                  # DCQCN: CNPs the receivers sent (fabric/nic/dcqcn.py).
                  "cnps_sent",
                  # PLB: QPs that took a new UDP source port after congested rounds.
-                 "repaths")
+                 "repaths",
+                 # Swift: rate decreases on an echoed delay above the target (fabric/nic/swift.py).
+                 "swift_cuts")
 
 
 @dataclass

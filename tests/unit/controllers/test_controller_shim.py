@@ -142,7 +142,7 @@ def test_registry_knows_ecmp_and_rejects_unknown():
     topology = load("rail-2tier-small")
     assert isinstance(make_algorithm("ecmp", topology), Algorithm)
     assert make_algorithm("ecmp", topology).name == "ecmp" and "ecmp" in ALGORITHMS
-    with pytest.raises(UnknownAlgorithm, match=r"unknown name 'nope' \(known: adaptive, dcqcn, ecmp, proactive, reactive\)"):
+    with pytest.raises(UnknownAlgorithm, match=r"unknown name 'nope' \(known: adaptive, dcqcn, ecmp, proactive, reactive, swift\)"):
         make_algorithm("nope", topology)
     with pytest.raises(UnknownAlgorithm, match="bad options"):
         make_algorithm("ecmp", topology, bogus=1)

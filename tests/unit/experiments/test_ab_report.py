@@ -124,7 +124,7 @@ def test_ctrl_c_keeps_what_finished(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--algos", "ecmp,bogus"], "--algos: unknown algorithm 'bogus' (known: ecmp, adaptive, "
-                                "proactive, dcqcn, reactive)"),
+                                "proactive, dcqcn, reactive, swift)"),
     (["--algos", "ecmp,adaptive,ecmp"], "--algos: 'ecmp' is given twice"),
     (["--repeat", "0"], "--repeat: must be 1..100, got 0"),
     (["--repeat", "101"], "--repeat: must be 1..100, got 101"),

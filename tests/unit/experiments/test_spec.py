@@ -67,14 +67,14 @@ def _set(table: str, **values):
                       "rails, sizes, dtype, iterations, pxn, qps_per_connection, microbatches)"),
     (lambda d: d.update(jobs=[]), "jobs: need at least one [[jobs]] table"),
     (lambda d: d.update(extra={}), "extra: unknown key (known: experiment, topology, "
-                                   "controller, jobs, transport, telemetry, limits, emulator, dcqcn, faults)"),
+                                   "controller, jobs, transport, telemetry, limits, emulator, dcqcn, swift, faults)"),
     (lambda d: d.pop("topology"), "topology: required table"),
     (_set("topology", preset="nope"), "topology.preset: unknown preset 'nope' (known: "
                                       "rail-2tier-small, rail-2tier, rail-3tier, fat-tree-k4)"),
     (_set("topology", nic_mbps=0), "topology.nic_mbps: must be > 0, got 0.0"),
     (_set("topology", rails=9), "topology.rails: must be 1..8, got 9"),
     (_set("controller", algorithm="magic"), "controller.algorithm: must be one of ecmp, "
-                                            "adaptive, proactive, dcqcn, reactive, got 'magic'"),
+                                            "adaptive, proactive, dcqcn, reactive, swift, got 'magic'"),
     (_set("telemetry", rate_hz=0), "telemetry.rate_hz: must be 1..100, got 0"),
     (_set("telemetry", rate_hz=101), "telemetry.rate_hz: must be 1..100, got 101"),
     (_set("telemetry", rate_hz="fast"), "telemetry.rate_hz: must be a number, got 'fast'"),

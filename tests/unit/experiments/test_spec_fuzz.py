@@ -18,10 +18,11 @@ from topologies import TopologyError
 BASE = tomllib.loads((Path(__file__).parents[3] / "experiments" / "specs" /
                       "headline.toml").read_text())
 TABLES = ["experiment", "topology", "controller", "transport", "telemetry", "limits",
-          "emulator", "dcqcn", "jobs", "bogus"]
+          "emulator", "dcqcn", "swift", "jobs", "bogus"]
 KEYS = sorted({key for table in BASE.values() if isinstance(table, dict) for key in table}
               | {key for job in BASE["jobs"] for key in job}
               | {"kmin_bytes", "kmax_bytes", "pmax", "plb_rounds", "nic", "ovs_shards",
+                 "hop_target_frames", "beta", "max_mdf",
                  "rails", "pods", "spines", "nic_mbps", "tor_uplink_links", "mtu",
                  "max_offered_fraction", "dtype", "qps_per_connection", "no_such_key"})
 TEXT = st.characters(blacklist_categories=("Cs",))  # TOML has no lone surrogates
@@ -32,7 +33,7 @@ VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
                             max_size=4),
                    st.dictionaries(st.text(TEXT, max_size=5), st.integers(), max_size=2),
                    st.sampled_from(["4MB", "0B", "-1MB", "1.5GiB", "all", "scattered", "packed",
-                                    "ecmp", "dcqcn", "python", "compiled", "rail-3tier", "x" * 50]))
+                                    "ecmp", "dcqcn", "swift", "python", "compiled", "rail-3tier", "x" * 50]))
 EDITS = st.lists(st.tuples(st.sampled_from(TABLES), st.sampled_from(KEYS), VALUES,
                            st.booleans()), min_size=0, max_size=4)
 

@@ -26,14 +26,14 @@ FULL = {"experiment": {"name": "t", "seed": 1}, "topology": {"preset": "rail-2ti
         "controller": {"algorithm": "ecmp"}, "transport": {"kind": "roce"},
         "telemetry": {"rate_hz": 10}, "limits": {"run_timeout_s": 60},
         "emulator": {"ovs_shards": 2, "ovs_allocator": "glibc"},
-        "dcqcn": {"kmin_bytes": 9000, "pmax": 0.1},
+        "dcqcn": {"kmin_bytes": 9000, "pmax": 0.1}, "swift": {"hop_target_frames": 1.0},
         "jobs": [{"collective": "allreduce", "servers": 4, "sizes": ["1MB"]}],
         "faults": [{"kind": "link-down", "link": "t0r0-s0", "at": "300ms"}]}
 WRONG_TYPE = {"experiment": ("seed", "1"), "topology": ("rails", "4"),
               "controller": ("stats_interval_ms", "fast"), "jobs": ("iterations", "two"),
               "transport": ("window_packets", 3.5), "telemetry": ("delay_sample_every", True),
               "limits": ("run_timeout_s", [60]), "emulator": ("ovs_shards", "2"),
-              "dcqcn": ("pmax", "high"), "faults": ("count", "3")}
+              "dcqcn": ("pmax", "high"), "swift": ("beta", "half"), "faults": ("count", "3")}
 KEYWORDS = {"$schema", "$defs", "$ref", "title", "description", "default", "type", "properties",
             "additionalProperties", "required", "anyOf", "enum", "const", "items", "minItems",
             "minimum", "maximum", "exclusiveMinimum", "pattern", "maxLength"}

@@ -137,7 +137,8 @@ def test_two_agent_processes_exchange_messages(tmp_path, two_agents, datapath):
     assert set(counters) == {"data_sent", "data_received", "acks_sent", "acks_received",
                              "control_sent", "control_received", "cnps_received",
                              "socket_drops", "wire_bytes_sent", "late_bytes",
-                             "grants_received", "grant_timeouts", "sends_refused", "cnps_sent", "repaths"}
+                             "grants_received", "grant_timeouts", "sends_refused", "cnps_sent", "repaths",
+                             "swift_cuts"}
     assert counters["wire_bytes_sent"] >= counters["data_sent"] * 1000
     assert counters["data_sent"] >= 112 and counters["acks_received"] > 0
     assert replies["h5"]["counters"]["data_received"] >= 112

@@ -18,6 +18,7 @@ import pytest
 from fabric.nic import wire
 from fabric.nic.control import ExpectSpec, SendSpec
 from fabric.nic.dcqcn import DcqcnParams
+from fabric.nic.swift import SwiftParams
 from fabric.nic.qp import qp_number
 from tests.unit.fabric.simnet import CORES, FakeClock, SimNet
 from tests.unit.fabric.test_agent_flows import FakeManager
@@ -28,6 +29,9 @@ IPS = {"h1": ["10.0.0.1", "10.0.0.2"], "h2": ["10.0.1.1", "10.0.1.2"],
 DCQCN = DcqcnParams(kmin_bytes=5_000, kmax_bytes=30_000, pmax=0.5, cnp_interval_ms=2.0,
                     alpha_timer_ms=1.0, increase_timer_ms=1.5)
 DCQCN_PLB = dataclasses.replace(DCQCN, plb_rounds=1)
+#: Swift in every 4th other scenario (seeds 3, 7, ...), with PLB in half of them.
+SWIFT = SwiftParams(hop_target_frames=0.3, ai_fraction=0.2)
+SWIFT_PLB = dataclasses.replace(SWIFT, plb_rounds=2)
 
 
 def build(core: str, seed: int) -> tuple[SimNet, dict]:
@@ -35,15 +39,16 @@ def build(core: str, seed: int) -> tuple[SimNet, dict]:
     rng = random.Random(seed)
     announce = seed % 3 == 0
     dcqcn = (DCQCN if seed % 8 == 1 else DCQCN_PLB) if seed % 4 == 1 else None
+    swift = (SWIFT if seed % 8 == 3 else SWIFT_PLB) if seed % 4 == 3 else None
     clock = FakeClock()
     net = SimNet(clock, delay_ns=rng.choice([50_000, 400_000]), loss=rng.choice([0, 0.02, 0.08]),
                  seed=seed, refuse_every=rng.choice([0, 0, 7]),
-                 jitter_ns=30_000_000 if dcqcn else 0)
+                 jitter_ns=30_000_000 if dcqcn or swift else 0)
     net.core_class = CORES[core]
     config = dict(window_packets=rng.choice([4, 16]), ack_every=rng.choice([1, 4]),
                   rto_ms=rng.choice([5.0, 20.0]), delay_sample_every=rng.choice([1, 3]),
                   qps_per_connection=rng.choice([1, 2]), salt=seed, announce=announce,
-                  mtu=rng.choice([1500, 9000]), dcqcn=dcqcn)
+                  mtu=rng.choice([1500, 9000]), dcqcn=dcqcn, swift=swift)
     cores = {server: net.add(server, ips, **config) for server, ips in IPS.items()}
     if announce:
         FakeManager(net, rate_kbps=rng.choice([3000, 8000]))
@@ -126,7 +131,7 @@ def test_both_datapaths_send_the_same_bytes_and_keep_the_same_records(seed, tmp_
 def test_the_scenarios_cover_what_they_claim(tmp_path):
     # Loss, retransmissions, timeouts, NAKs, CNPs and grants all happen somewhere.
     seen = {"retransmits": 0, "timeouts": 0, "naks": 0, "cnps": 0, "grants": 0, "done": 0,
-            "cnps_sent": 0, "repaths": 0}
+            "cnps_sent": 0, "repaths": 0, "swift_cuts": 0}
     for seed in range(1, 25):
         net, cores = build("compiled", seed)
         net.run(limit_s=30)
@@ -135,6 +140,7 @@ def test_the_scenarios_cover_what_they_claim(tmp_path):
         seen["cnps"] += sum(c["cnps_received"] for c in counters)
         seen["cnps_sent"] += sum(c["cnps_sent"] for c in counters)
         seen["repaths"] += sum(c["repaths"] for c in counters)
+        seen["swift_cuts"] += sum(c["swift_cuts"] for c in counters)
         seen["grants"] += sum(c["grants_received"] for c in counters)
         seen["done"] += all(result["status"].values())
         for name, text in result["files"].items():
