@@ -146,7 +146,9 @@ def nic_settings(experiment: Experiment) -> NicSettings:
         else None
     return NicSettings(
         transport=transport.kind, window_packets=transport.window_packets,
-        rto_ms=transport.rto_ms, ack_every=transport.ack_every,
+        rto_ms=transport.rto_ms,
+        ack_every=(min(transport.ack_every, experiment.swift.ack_every) if nic_cc == "swift"
+                   else transport.ack_every),
         delay_sample_every=experiment.delay_sample_every, salt=experiment.seed,
         announce=transport.kind == "roce" and experiment.algorithm in ANNOUNCING,
         datapath=transport.nic,

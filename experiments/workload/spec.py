@@ -32,7 +32,7 @@ Schema (full reference with examples: docs/spec.md; `json_schema()` for checkers
                   increase_timer_ms, fast_recovery_steps, rai_fraction, min_rate_fraction,
                   plb_rounds (fabric/nic/dcqcn.py; used when the algorithm is dcqcn)
     [swift]       hop_target_frames, ai_fraction, beta, max_mdf, min_rate_fraction,
-                  plb_rounds (fabric/nic/swift.py; used when the algorithm is swift)
+                  ack_every, plb_rounds (fabric/nic/swift.py; used when the algorithm is swift)
 
 Validation has two steps. The file's shape (keys, types, ranges) is the frozen
 pydantic model `SpecFile`, one `Table` per TOML table; then the jobs are resolved
@@ -428,6 +428,7 @@ class SwiftTable(Table):
     max_mdf: Annotated[float, Range(0, 1, exclusive=True)] = _SWIFT.max_mdf
     min_rate_fraction: Annotated[float, Range(0, 1, exclusive=True)] = \
         _SWIFT.min_rate_fraction
+    ack_every: Annotated[int, Range(1, 4096)] = _SWIFT.ack_every
     plb_rounds: Annotated[int, Range(0, 1000)] = _SWIFT.plb_rounds
 
     def to_params(self) -> SwiftParams:

@@ -228,7 +228,8 @@ def _swift(value: Any) -> SwiftParams | None:
     checked = {}
     for name, item in value.items():
         where = f"configure.swift.{name}"
-        checked[name] = _int(item, where, 0) if name == "plb_rounds" else _positive(item, where)
+        checked[name] = (_int(item, where, 0) if name in ("plb_rounds", "ack_every")
+                         else _positive(item, where))
     params = SwiftParams(**checked)
     if params.max_mdf >= 1 or params.min_rate_fraction >= 1:
         raise RequestError("configure.swift: need max_mdf < 1 and min_rate_fraction < 1")

@@ -12,12 +12,14 @@ base delay tells the hops: ``hops = round(base / frame time)``, and the target
 is ``base + hops x hop_target_frames`` frame times. Per echoed delay (the
 sender's rate machine, `SwiftRate`, the per-event control plane):
 - below the target: additive increase, ``ai_fraction`` of the line rate per
-  round trip (twice the echoed delay), spread over the ACKs of that round trip;
+  round trip (about the echoed delay: ACKs are small), spread over its ACKs;
 - at or above it: multiplicative decrease by ``beta x (delay - target) / delay``,
   at most ``max_mdf``, at most once per round trip (the paper's rule).
 Swift's window becomes a rate here (the NIC paces; its go-back-N window caps
 what is in flight), never above the rate the harness set (line rate by default).
-`swift` runs on ECMP's hashed paths; ``plb_rounds`` re-paths a QP after that
+Delay samples come with ACKs, so Swift's NICs ACK every ``ack_every`` packets (2;
+the transport's default 8 left a 2:1 collision unanswered: 19 % against 41 % on the
+headline, benchmarks/RESULTS.md). `swift` runs on ECMP's hashed paths; ``plb_rounds`` re-paths a QP after that
 many decreases in a row, each within two round trips of the last, as DCQCN's
 PLB does (fabric/nic/dcqcn.py).
 """
@@ -39,6 +41,9 @@ class SwiftParams:
     beta: float = 0.8
     max_mdf: float = 0.5
     min_rate_fraction: float = 0.01
+    #: Swift needs a delay sample every packet or two: its receivers ACK at least this often
+    #: (the transport's ``ack_every`` if smaller).
+    ack_every: int = 2
     #: PLB: after this many decreases in a row, a QP re-paths once drained (0: never).
     plb_rounds: int = 0
 
@@ -95,7 +100,9 @@ class SwiftRate:
         if self.base_ns is None or delay_ns < self.base_ns:
             self.base_ns = delay_ns
         p, before = self.params, self.current_mbps
-        rtt_ns = 2 * delay_ns  # the round trip now, queues included (one clock: no echo)
+        # The round trip now: the forward delay, queues included; an ACK's way back is
+        # a few small frames, negligible beside a data frame's serialization per hop.
+        rtt_ns = delay_ns
         since = rtt_ns if self.last_ns is None else now_ns - self.last_ns
         self.last_ns = now_ns
         target = self.target_ns()

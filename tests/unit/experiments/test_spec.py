@@ -233,3 +233,23 @@ def test_the_nic_datapath_reaches_the_agents_settings():
     chosen["transport"] = {"nic": "python"}
     assert nic_settings(from_dict(chosen, "t")).datapath == "python"
     assert nic_settings(from_dict(copy.deepcopy(BASE), "t")).datapath == "compiled"
+
+
+@pytest.mark.parametrize("algorithm, dcqcn, swift, ack_every", [
+    ("ecmp", False, False, 8), ("dcqcn", True, False, 8), ("reactive", True, False, 8),
+    ("swift", False, True, 2), ("adaptive", False, False, 8)])
+def test_the_nic_congestion_control_reaches_the_agents_settings(algorithm, dcqcn, swift,
+                                                                 ack_every):
+    # dcqcn / swift run at the NICs, each with its own table; Swift's NICs ACK every two
+    # packets (its delay samples ride on ACKs) unless the transport asks for more.
+    from experiments.runner import nic_settings
+    chosen = copy.deepcopy(BASE)
+    chosen["controller"] = {"algorithm": algorithm}
+    chosen["swift"] = {"beta": 0.5}
+    settings = nic_settings(from_dict(chosen, "t"))
+    assert (settings.dcqcn is not None, settings.swift is not None) == (dcqcn, swift)
+    assert settings.ack_every == ack_every
+    if swift:
+        assert settings.swift["beta"] == 0.5
+        chosen["transport"] = {"ack_every": 1}
+        assert nic_settings(from_dict(chosen, "t")).ack_every == 1

@@ -42,7 +42,7 @@ def test_a_delay_above_target_cuts_in_proportion_at_most_once_per_round_trip():
     assert changed and cut
     assert rate.current_mbps == pytest.approx(10.0 * (1 - 0.8 * (delay - target) / delay))
     before = rate.current_mbps
-    assert rate.on_delay(10 * MS + delay, delay) == (False, False)  # within the round trip
+    assert rate.on_delay(10 * MS + delay // 2, delay) == (False, False)  # within the round trip
     rate.on_delay(10 * MS + 21 * delay, 10 * delay)  # a round trip on, far above: max_mdf
     assert rate.current_mbps == pytest.approx(before * 0.5)
 
@@ -53,7 +53,7 @@ def test_below_target_the_rate_climbs_ai_per_round_trip_up_to_the_set_rate():
     base = int(2 * FRAME_NS)
     rate.on_delay(0, base)
     rate.current_mbps = 4.0
-    rate.on_delay(base, base)  # half a round trip later: half the step
+    rate.on_delay(base // 2, base)  # half a round trip (about the delay) later: half the step
     assert rate.current_mbps == pytest.approx(4.0 + 0.05 * 10.0 * 0.5)
     for k in range(1, 200):
         rate.on_delay(base + k * 2 * base, base)
