@@ -154,7 +154,7 @@ def diagnose_command(run_dir: Path = typer.Argument(..., help="run folder"),
 
 
 DEMO_SPEC = Path(__file__).parent.parent / "specs" / "headline.toml"
-DEMO_ALGOS = "ecmp,adaptive,dcqcn,proactive"
+DEMO_ALGOS = "ecmp,adaptive,dcqcn,swift,proactive"
 
 
 @commands.command()
