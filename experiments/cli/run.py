@@ -160,8 +160,8 @@ DEMO_ALGOS = "ecmp,adaptive,dcqcn,swift,proactive"
 @commands.command()
 def demo(output: Optional[Path] = typer.Option(None, "-o", "--output", help="A/B folder"),
          repeat: str = typer.Option("5", "--repeat", help="repetitions per algorithm")) -> None:
-    """The main job: the headline A/B (ecmp, adaptive, dcqcn, proactive) on the default
-    fabric, repeated; prints the table and writes a report (about 5 minutes here)."""
+    """The main job: the headline A/B (ecmp, adaptive, dcqcn, swift, proactive) on the
+    default fabric, repeated; prints the table and writes a report (about 6 minutes here)."""
     from experiments.cli.ab import ab_command
     ab_command(spec=DEMO_SPEC, algos=DEMO_ALGOS, repeat=repeat, baseline="ecmp", vary=None,
                output=output, as_json=False, force=False, resume=None)

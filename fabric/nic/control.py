@@ -85,6 +85,8 @@ class SendSpec:
     size: int
     after: tuple[int, ...] = ()
     qps: int | None = None
+    #: Switches on the way to ``dst_ip`` (Swift's target scales with it; 1 if not told).
+    hops: int = 1
 
 
 @dataclass(frozen=True)
@@ -251,7 +253,7 @@ def parse_load(obj: dict, rails: set[int]) -> tuple[list[SendSpec], list[ExpectS
     send_specs = []
     for index, item in enumerate(sends):
         where = f"load.send[{index}]"
-        _keys(item, where, {"id", "src_rail", "dst_ip", "size"}, {"after", "qps"})
+        _keys(item, where, {"id", "src_rail", "dst_ip", "size"}, {"after", "qps", "hops"})
         rail = _int(item["src_rail"], f"{where}.src_rail", 0)
         if rail not in rails:
             raise RequestError(f"{where}.src_rail: no NIC on rail {rail} "
@@ -265,7 +267,8 @@ def parse_load(obj: dict, rails: set[int]) -> tuple[list[SendSpec], list[ExpectS
             _ip(item["dst_ip"], f"{where}.dst_ip"),
             _int(item["size"], f"{where}.size", 1, 2**32 - 1),
             tuple(_int(dep, f"{where}.after", 0, 2**64 - 1) for dep in after),
-            None if qps is None else _int(qps, f"{where}.qps", 1, MAX_QPS)))
+            None if qps is None else _int(qps, f"{where}.qps", 1, MAX_QPS),
+            _int(item.get("hops", 1), f"{where}.hops", 1, 64)))
     expect_specs = []
     for index, item in enumerate(expects):
         where = f"load.expect[{index}]"

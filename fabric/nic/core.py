@@ -90,7 +90,8 @@ class AgentCore:
             raise RequestError(f"load.send: message id {clash[0]} already loaded")
         for spec in sends:
             message = SentMessage(spec.id, spec.src_rail, spec.dst_ip, spec.size,
-                                  spec.qps or self.config.qps_per_connection, spec.after)
+                                  spec.qps or self.config.qps_per_connection, spec.after,
+                                  spec.hops)
             self.records.sent[spec.id] = message
             self.unstarted.append(message)
         if self.flows is not None:
@@ -104,7 +105,7 @@ class AgentCore:
         for message in messages:
             nic = self.nic_by_rail[message.src_rail]
             for index, length in enumerate(split_sizes(message.size, message.qps)):
-                qp = self._qp(nic, message.dst_ip, index)
+                qp = self._qp(nic, message.dst_ip, index, message.hops)
                 qp.unqueued_shares += 1
                 qp.unqueued_bytes += length
                 qps[qp.qp] = (qp, nic)
@@ -317,7 +318,7 @@ class AgentCore:
         qp.on_repath(self.clock.mono_ns())
 
     # -- sending ------------------------------------------------------------------
-    def _qp(self, nic: NicPort, remote_ip: str, index: int) -> SendQP:
+    def _qp(self, nic: NicPort, remote_ip: str, index: int, hops: int = 1) -> SendQP:
         key = (nic.ip, remote_ip, index)
         qp = self.conns.get(key)
         if qp is None:
@@ -328,6 +329,8 @@ class AgentCore:
                               burst_frames=NIC_BURST_FRAMES)
             self.conns[key] = self.send_qps[number] = qp
             nic.qps.append(qp)
+            if self.swift:
+                qp.rate.hops = hops  # Swift's target scales with the switches on the way
         return qp
 
     def _new_qp(self, nic: NicPort, number: int, remote_ip: str, src_port: int, now: int,
@@ -359,7 +362,7 @@ class AgentCore:
         message.shares_left = len(sizes)
         offset = 0
         for index, length in enumerate(sizes):
-            qp = self._qp(nic, message.dst_ip, index)
+            qp = self._qp(nic, message.dst_ip, index, message.hops)
             qp.add_share(message, offset, length)
             offset += length
             if self.flows is not None:

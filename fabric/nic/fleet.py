@@ -16,6 +16,7 @@ from fabric.net.network import Network
 from fabric.net.procs import stop_children
 from fabric.net.sh import FabricError, batch
 from fabric.nic.client import AgentClient, wait_socket
+from topologies.hops import SwitchHops
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class AgentFleet:
         self.clients: dict[str, AgentClient] = {}
         self.neighbours: set[tuple[str, str, int]] = set()
         self.rounds = 0
+        self.hops = SwitchHops(net.topology)
 
     def start(self) -> None:
         """Start and configure an agent in every server's namespace."""
@@ -117,7 +119,8 @@ class AgentFleet:
         self._cross_rail_neighbours(rows)
         for server, client in self.clients.items():
             send = [{"id": r["id"], "src_rail": r["src_rail"], "dst_ip": r["dst_ip"],
-                     "size": r["size"], "qps": r.get("qps", 1), "after": r["after"]}
+                     "size": r["size"], "qps": r.get("qps", 1), "after": r["after"],
+                     "hops": self.hops.between(r["src_ip"], r["dst_ip"])}
                     for r in rows if r["src"] == server]
             expect = [{"id": r["id"], "dst_rail": r["dst_rail"], "size": r["size"]}
                       for r in rows if r["dst"] == server]

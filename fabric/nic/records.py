@@ -47,6 +47,7 @@ class SentMessage:
     size: int
     qps: int
     after: tuple[int, ...] = ()
+    hops: int = 1  # switches on the way (Swift's target)
     not_before: int | None = None  # monotonic ns from which it may start (set by start)
     released: bool = False
     start_ns: int | None = None

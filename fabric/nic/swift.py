@@ -6,10 +6,12 @@ the ACK itself (the AETH's MSN field, in microseconds; 0 = no sample: a NAK, or 
 short last frame, whose delay says less about the queues). The sender keeps the
 smallest delay seen on the QP as its path's base, the delay of an empty path.
 
-Swift's target delay grows with the path's hop count (switches add queueing
-each); here a full frame needs one frame time per store-and-forward hop, so the
-base delay tells the hops: ``hops = round(base / frame time)``, and the target
-is ``base + hops x hop_target_frames`` frame times. Per echoed delay (the
+Swift's target delay grows with the path's hop count (each switch may add
+queueing); real NICs read it from the IP TTL, here the harness tells each
+message's NIC how many switches its path crosses (topologies/hops.py: 1 under
+one ToR, 3 across a two-tier fabric's spines, 5 across a three-tier one). The
+target is ``base + hops x hop_target_frames`` frame times at the line rate.
+(The base is near zero here: an idle shaped link passes a frame at once.) Per echoed delay (the
 sender's rate machine, `SwiftRate`, the per-event control plane):
 - below the target: additive increase, ``ai_fraction`` of the line rate per
   round trip (about the echoed delay: ACKs are small), spread over its ACKs;
@@ -61,7 +63,7 @@ class SwiftRate:
     """A QP's Swift rate state (the interface of `fabric.nic.pacing.QpRate`)."""
 
     __slots__ = ("line_mbps", "target_mbps", "current_mbps", "next_recovery", "params",
-                 "set_mbps", "frame_ns", "base_ns", "last_ns", "last_decrease_ns")
+                 "set_mbps", "frame_ns", "base_ns", "last_ns", "last_decrease_ns", "hops")
 
     def __init__(self, line_mbps: float, params: SwiftParams, frame_bytes: int,
                  target_mbps: float | None = None) -> None:
@@ -73,6 +75,8 @@ class SwiftRate:
         self.base_ns: int | None = None
         self.last_ns: int | None = None
         self.last_decrease_ns: int | None = None
+        #: Switches on the QP's path (the harness knows the fabric; real NICs read the TTL).
+        self.hops = 1
 
     def set_target(self, mbps: float) -> None:
         """A rate set by the harness: the ceiling, applied at once."""
@@ -91,9 +95,8 @@ class SwiftRate:
         self.base_ns = self.last_decrease_ns = None
 
     def target_ns(self) -> float:
-        """The target one-way delay: the base plus ``hop_target_frames`` per hop."""
-        hops = max(1, round(self.base_ns / self.frame_ns))
-        return self.base_ns + hops * self.params.hop_target_frames * self.frame_ns
+        """The target one-way delay: the base plus ``hop_target_frames`` per switch."""
+        return self.base_ns + self.hops * self.params.hop_target_frames * self.frame_ns
 
     def on_delay(self, now_ns: int, delay_ns: int) -> tuple[bool, bool]:
         """An ACK echoed ``delay_ns``: (the rate changed, it was a decrease)."""

@@ -212,7 +212,7 @@ def test_the_demo_runs_the_headline_ab_with_a_fake_runner(monkeypatch, capsys, t
                                       str(tmp_path / "demo")])
     cli.main()
     assert [algorithm for algorithm, _ in runner.calls] == ["ecmp", "adaptive", "dcqcn",
-                                                            "proactive"]
+                                                            "swift", "proactive"]
     assert json.loads((tmp_path / "demo" / "ab.json").read_text())["complete"]
 
 

@@ -23,17 +23,19 @@ def test_the_echo_is_whole_microseconds_never_zero_and_fits_24_bits():
     assert echo_us(10**12) == MAX_ECHO_US == 2**24 - 1
 
 
-def test_the_target_is_the_base_plus_half_a_frame_per_hop():
+def test_the_target_is_the_base_plus_half_a_frame_per_switch():
     rate = SwiftRate(10.0, P, FRAME)
-    rate.on_delay(0, int(4 * FRAME_NS))  # four store-and-forward hops, queues empty
-    assert rate.target_ns() == pytest.approx(4 * FRAME_NS + 4 * 0.5 * FRAME_NS)
-    rate.on_delay(MS, int(2 * FRAME_NS))  # a shorter path seen: the base follows
-    assert rate.target_ns() == pytest.approx(2 * FRAME_NS + 2 * 0.5 * FRAME_NS)
+    rate.hops = 3  # across a two-tier fabric's spines
+    rate.on_delay(0, 2 * MS)
+    assert rate.target_ns() == pytest.approx(2 * MS + 3 * 0.5 * FRAME_NS)
+    rate.on_delay(MS, MS)  # a smaller delay seen: the base follows
+    assert rate.target_ns() == pytest.approx(MS + 3 * 0.5 * FRAME_NS)
 
 
 def test_a_delay_above_target_cuts_in_proportion_at_most_once_per_round_trip():
     rate = SwiftRate(10.0, P, FRAME)
-    base = int(4 * FRAME_NS)
+    rate.hops = 4
+    base = MS
     rate.on_delay(0, base)
     assert rate.current_mbps == 10.0  # at the ceiling already
     delay = int(base + 3 * FRAME_NS)  # one frame above the 2-frame target
@@ -79,7 +81,7 @@ def test_acks_echo_the_delay_and_a_swift_sender_slows_when_it_grows():
     h5 = net.add("h5", ["10.0.1.1"], swift=P, rto_ms=500.0)
     for phase, delay_ms in ((1, 10), (2, 40)):
         net.delay_ns = delay_ms * MS
-        h1.load([SendSpec(phase, 0, "10.0.1.1", 300_000, (), None)], [])
+        h1.load([SendSpec(phase, 0, "10.0.1.1", 300_000, (), None, hops=3)], [])
         h5.load([], [ExpectSpec(phase, 0, 300_000)])
         h1.start(None)
         h5.start(None)
@@ -89,6 +91,7 @@ def test_acks_echo_the_delay_and_a_swift_sender_slows_when_it_grows():
                   if nic == "10.0.1.1" and isinstance(wire.decode(payload), wire.Ack)}
         assert echoes - {0} == {delay_ms * 1000}, echoes  # 0: the short last frame's ACK
         (qp,) = h1.send_qps.values()
+        assert qp.rate.hops == 3  # the harness told it: its target scales with it
         if phase == 1:
             assert qp.rate.current_mbps == 10.0 and h1.counters()["swift_cuts"] == 0
     assert h1.counters()["swift_cuts"] >= 1 and qp.rate.current_mbps < 10.0
