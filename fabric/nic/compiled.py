@@ -78,16 +78,8 @@ class EngineQP(QpControl):
         if self.handle is not None:
             self.engine.set_held(self.handle, value)
 
-    @property
-    def fence(self) -> int | None:
-        """PLB: the packet index a re-path waits at (None: none)."""
-        return self._fence
-
-    @fence.setter
-    def fence(self, index: int | None) -> None:
-        self._fence = index
-        if self.handle is not None:
-            self.engine.set_fence(self.handle, -1 if index is None else index)
+    def _fence_changed(self) -> None:
+        self.engine.set_fence(self.handle, -1 if self._fence is None else self._fence)
 
     def indices(self) -> tuple[int, int, int]:
         """Packet indices: (oldest unacknowledged, one past the highest ever transmitted,

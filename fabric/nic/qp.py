@@ -160,6 +160,10 @@ class QpControl:
     @fence.setter
     def fence(self, index: int | None) -> None:
         self._fence = index
+        self._fence_changed()
+
+    def _fence_changed(self) -> None:
+        """The datapath's hook for a new fence (the reference reads ``_fence`` itself)."""
 
     def indices(self) -> tuple[int, int, int]:
         """Packet indices: (oldest unacknowledged, one past the highest ever transmitted,
