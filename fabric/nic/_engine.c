@@ -178,6 +178,7 @@ typedef struct {
 typedef struct {
     int64_t expected, unacked; int nak_pending; int ack_port;
     int64_t base_delay, last_cnp; uint64_t draws; int cnp_sent;  /* DCQCN marking */
+    int nic; int64_t last_rx;  /* which NIC it reaches, its last frame (last-hop hint) */
 } Receiver;
 typedef struct { uint64_t id, size, bytes; int64_t first_ns, last_ns; int rail, complete; } Delivery;
 typedef struct { int64_t packets, retransmits, timeouts, naks, start_ns; } MsgStats;
@@ -558,9 +559,13 @@ static int on_data(Engine *e, int ni, uint32_t src_ip, PyObject *src_str, const 
         if (map_put(&e->rx_by_key, key, ri) < 0) return -1;
     }
     Receiver *r = &e->rx[ri];
+    if (e->dcqcn) { r->nic = ni; r->last_rx = now; }
     if (e->dcqcn && padding == e->mtu - DATA_OVERHEAD && mark(e, r, src_ip, qpn, wall - ts, now)) {
         uint8_t c[CNP_LEN] = {0};
         c[0] = OP_CNP; put16(c + 2, PKEY); put32(c + 4, BECN | qpn);
+        for (size_t i = 0; i < e->nrx; i++)  /* another QP into this NIC lately: incast */
+            if ((int32_t)i != ri && e->rx[i].nic == ni && e->rx[i].last_rx > 0
+                && now - e->rx[i].last_rx <= 2 * e->cnp_interval) { c[BTH_LEN] = 1; break; }
         if (send_ack(e, ni, r->ack_port, src_ip, src_str, c, CNP_LEN, C_CNPS_SENT) < 0) return -1;
     }
     int deliver = 0, send = 0;

@@ -200,7 +200,7 @@ class AgentCore:
             qp = self.send_qps.get(message.dest_qp)
             if qp is not None:
                 qp.on_cnp(now)
-                if self.plb_rounds:
+                if self.plb_rounds and not message.last_hop:
                     self._plb_on_congestion(qp, now, self.plb_round_ns)
                 self._rate_hint(qp)
                 self._next_timer = earliest(self._next_timer, qp.rate.next_recovery)
@@ -221,9 +221,12 @@ class AgentCore:
         every = self.config.delay_sample_every
         if every and self.count["data_received"] % every == 0:
             self.records.delays.append((wall, src_ip, nic.ip, nic.rail, wall - ts))
-        if self.marker is not None and padding == self.full_padding and self.marker.on_frame(
-                ip_number(src_ip), qp, wall - ts, self.clock.mono_ns()):
-            self._send_ack(nic, src_ip, wire.Cnp(qp), "cnps_sent")
+        if self.marker is not None:
+            mono, source = self.clock.mono_ns(), ip_number(src_ip)
+            self.marker.arrived(nic.rail, source, qp, mono)
+            if padding == self.full_padding and self.marker.on_frame(source, qp, wall - ts, mono):
+                last_hop = self.marker.last_hop(nic.rail, source, qp, mono)
+                self._send_ack(nic, src_ip, wire.Cnp(qp, last_hop), "cnps_sent")
         receiver = self.recv_qps.get((src_ip, qp))
         if receiver is None:
             receiver = self.recv_qps[(src_ip, qp)] = GbnReceiver(0, self.config.ack_every)

@@ -119,6 +119,19 @@ class Marker:
         self.interval_ns = int(params.cnp_interval_ms * 1e6)
         #: (src_ip as int, qp) -> [base delay ns, draws, last CNP ns or None]
         self.state: dict[tuple[int, int], list] = {}
+        #: Per receiving NIC (rail): (src_ip as int, qp) -> when its last frame arrived.
+        self.arrivals: dict[int, dict[tuple[int, int], int]] = {}
+        self.window_ns = 2 * self.interval_ns
+
+    def arrived(self, rail: int, src_ip: int, qp: int, now_ns: int) -> None:
+        """A data frame of (src_ip, qp) reached the NIC on ``rail``."""
+        self.arrivals.setdefault(rail, {})[(src_ip, qp)] = now_ns
+
+    def last_hop(self, rail: int, src_ip: int, qp: int, now_ns: int) -> bool:
+        """Whether another QP sent to this NIC within two CNP intervals: the queue a CNP
+        reports is then likely the NIC's own last hop (incast)."""
+        return any(key != (src_ip, qp) and now_ns - at <= self.window_ns
+                   for key, at in self.arrivals.get(rail, {}).items())
 
     def on_frame(self, src_ip: int, qp: int, delay_ns: int, now_ns: int) -> bool:
         """A full data frame arrived ``delay_ns`` after it was sent: True to send a CNP."""

@@ -133,9 +133,13 @@ class Ack:
 
 @dataclass(frozen=True)
 class Cnp:
-    """RoCEv2 congestion notification for the sender's QP ``dest_qp``."""
+    """RoCEv2 congestion notification for the sender's QP ``dest_qp``; ``last_hop``
+    (bit 0 of the first reserved byte, private): the receiving NIC was taking traffic
+    from several QPs at once, so the queue is likely its own last hop (incast), which
+    no re-path relieves (PLB ignores such CNPs)."""
 
     dest_qp: int
+    last_hop: bool = False
 
 
 @dataclass(frozen=True)
@@ -224,7 +228,8 @@ def encode(message: Message, icrc: int = 0) -> bytes:
         head = _bth(Opcode.ACKNOWLEDGE, message.dest_qp, message.psn)
         body = bytes([message.syndrome]) + _u24(message.msn, "ack.msn").to_bytes(3, "big")
     elif isinstance(message, Cnp):
-        head, body = _bth(Opcode.CNP, message.dest_qp, 0, becn=True), bytes(CNP_PAD_LEN)
+        head = _bth(Opcode.CNP, message.dest_qp, 0, becn=True)
+        body = bytes([int(message.last_hop)]) + bytes(CNP_PAD_LEN - 1)
     elif isinstance(message, FlowRequest):
         head = _bth(Opcode.FLOW_REQUEST, message.qp, message.seq)
         body = _pack(_REQUEST, "flow_request", _ip(message.src_ip, "flow_request.src_ip"),
@@ -270,7 +275,7 @@ def decode(data: bytes) -> Message:
         return Ack(dest_qp, psn, int.from_bytes(body[1:4], "big"), body[0])
     if op is Opcode.CNP:
         _expect(body, CNP_PAD_LEN, "cnp")
-        return Cnp(dest_qp)
+        return Cnp(dest_qp, bool(body[0] & 1))
     if op is Opcode.FLOW_REQUEST:
         _expect(body, _REQUEST.size, "flow_request")
         src, dst, size, port = _REQUEST.unpack(body)
