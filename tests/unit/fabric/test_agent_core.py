@@ -270,6 +270,23 @@ def test_credit_lost_to_a_late_wake_up_is_counted(qp_mbps):
     assert 7.5 * wire_bytes(9000) < lost < 10.5 * wire_bytes(9000), lost / wire_bytes(9000)
 
 
+def test_plb_ignores_cnps_the_receiver_flags_as_its_own_incast():
+    params = DcqcnParams(cnp_interval_ms=5.0, plb_rounds=1)
+    clock, net, h1, h5 = _pair(dcqcn=params, rto_ms=200.0)
+    _transfer(h1, h5, 1, 100_000)
+    h1.start(None)
+    h5.start(None)
+    h1.pump()
+    (qp,) = h1.send_qps.values()
+    for at_ms, last_hop in ((10, True), (14, True), (18, False)):
+        net.seq += 1
+        heapq.heappush(net.queue, (clock.now + at_ms * 1_000_000, net.seq, B, A,
+                                   wire.encode(wire.Cnp(qp.qp, last_hop))))
+    net.run()
+    assert h1.counters()["cnps_received"] == 3
+    assert h1.counters()["repaths"] == 1  # the unflagged one only
+
+
 def test_plb_repaths_once_what_the_old_path_carries_is_acknowledged():
     # Two CNPs within a round (2 x cnp_interval) make PLB re-path h1's QP: it stops at the
     # next packet that asks for an ACK, sends nothing new until every packet sent on the old

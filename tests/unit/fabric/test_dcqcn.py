@@ -92,3 +92,14 @@ def test_a_repath_forgets_the_old_paths_cuts_and_returns_to_the_set_rate():
     rate.on_repath()
     assert rate.current_mbps == rate.target_mbps == 8.0
     assert rate.alpha == 1.0 and rate.next_recovery is None
+
+
+def test_a_cnp_is_flagged_last_hop_when_another_qp_reached_the_nic_lately():
+    marker = Marker(P, 10.0, salt=1)  # P: CNP interval 20 ms, so a 40 ms window
+    marker.arrived(0, 1, 5, 0)
+    assert not marker.last_hop(0, 1, 5, MS)  # only its own frames
+    marker.arrived(1, 2, 6, MS)  # another QP, into another NIC
+    assert not marker.last_hop(0, 1, 5, MS)
+    marker.arrived(0, 2, 7, 10 * MS)  # another QP into this NIC: incast
+    assert marker.last_hop(0, 1, 5, 20 * MS)
+    assert not marker.last_hop(0, 1, 5, 51 * MS)  # it went quiet 41 ms ago

@@ -27,7 +27,7 @@ messages = st.one_of(
               opcode=st.sampled_from(sorted(wire.DATA_OPCODES)), ack_req=st.booleans(),
               becn=st.booleans()),
     st.builds(wire.Ack, dest_qp=u24, psn=u24, msn=u24, syndrome=st.integers(0, 255)),
-    st.builds(wire.Cnp, dest_qp=u24),
+    st.builds(wire.Cnp, dest_qp=u24, last_hop=st.booleans()),
     st.builds(wire.FlowRequest, qp=u24, src_ip=ips, dst_ip=ips, size_bytes=u64,
               src_port=st.integers(0, 65535), seq=u24),
     st.builds(wire.RateGrant, qp=u24, rate_kbps=u32, seq=u24),
