@@ -278,13 +278,13 @@ def test_plb_ignores_cnps_the_receiver_flags_as_its_own_incast():
     h5.start(None)
     h1.pump()
     (qp,) = h1.send_qps.values()
-    for at_ms, last_hop in ((10, True), (14, True), (18, False)):
+    for at_ms in (10, 14, 18):
         net.seq += 1
         heapq.heappush(net.queue, (clock.now + at_ms * 1_000_000, net.seq, B, A,
-                                   wire.encode(wire.Cnp(qp.qp, last_hop))))
+                                   wire.encode(wire.Cnp(qp.qp, last_hop=True))))
     net.run()
-    assert h1.counters()["cnps_received"] == 3
-    assert h1.counters()["repaths"] == 1  # the unflagged one only
+    assert h1.counters()["cnps_received"] == 3 and h1.records.sent[1].done
+    assert h1.counters()["repaths"] == 0  # the rate was cut; the QP never moved
 
 
 def test_plb_repaths_once_what_the_old_path_carries_is_acknowledged():
