@@ -30,8 +30,11 @@ idleness, as PLB does for TCP, never comes: the QP instead stops at its next
 packet that asks for an ACK (the fence), waits until everything sent on the old
 path is acknowledged (a round trip without sending: go-back-N would take a
 packet overtaken on the new path for a loss and resend the window), then sends
-from a new UDP source port, which ECMP hashes anew. (Control plane:
-fabric/nic/core.py; the fence is per-packet work, in both datapaths.)
+from a new UDP source port, which ECMP hashes anew. A receiver whose NIC took
+frames from another QP within two CNP intervals flags its CNPs as last-hop (an
+incast: the queue is its own ToR port, which no path avoids); those cut the rate
+but do not count toward a re-path. (Control plane: fabric/nic/core.py; the fence
+and the flag are per-packet work, in both datapaths.)
 
 Time constants are scaled to the emulated round-trip time, not to the link rate:
 at 10 Mb/s links everything is about 4,000 times slower than the paper's 40 Gb/s,

@@ -8,7 +8,9 @@ Opcodes: IB RC SEND_FIRST 0x00 / MIDDLE 0x01 / LAST 0x02 / ONLY 0x04 carry data;
 ACKNOWLEDGE 0x11 carries an AETH (syndrome u8 + MSN u24; ACK syndromes
 0x00..0x1f, NAK "PSN sequence error" 0x60 with the BTH PSN = expected PSN);
 CNP 0x81 carries 16 reserved bytes with BECN set (as RoCEv2 and scapy's
-``cnp()``). Private opcodes from the IB manufacturer range 0xC0..0xFF:
+``cnp()``); railcc's receivers set bit 0 of the first one when their NIC is
+taking frames from several QPs (``Cnp.last_hop``, for PLB). An ACK's MSN carries
+the one-way delay of the frame it acknowledges, in microseconds (Swift; 0: none). Private opcodes from the IB manufacturer range 0xC0..0xFF:
 FLOW_REQUEST 0xC0 (src ip, dst ip, bytes u64, src udp port u16), RATE_GRANT
 0xC1 (rate kbit/s u32), FLOW_DONE 0xC2 (src ip, dst ip, bytes u64); their BTH
 DestQP is the flow's QP and their PSN a sequence number matching grant to
