@@ -375,7 +375,7 @@ static size_t qp_take(Engine *e, Qp *q, double now_s, int64_t wall, int64_t *ind
     int64_t offset = local * q->chunk;
     int64_t length = s->length - offset < q->chunk ? s->length - offset : q->chunk;
     int opcode = count == 1 ? OP_ONLY : local == 0 ? OP_FIRST : local == count - 1 ? OP_LAST : OP_MIDDLE;
-    int ack_req = local == count - 1 || (index + 1) % q->ack_every == 0;
+    int ack_req = local == count - 1 || (index + 1) % q->ack_every == 0 || index + 1 == q->fence;
     uint8_t *p = e->buf;
     p[0] = opcode; p[1] = 0; put16(p + 2, PKEY); put32(p + 4, q->qp);
     put32(p + 8, (ack_req ? ACKREQ : 0) | (uint32_t)(index % PSN_MOD));

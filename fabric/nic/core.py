@@ -295,17 +295,16 @@ class AgentCore:
     # -- PLB (fabric/nic/dcqcn.py) ---------------------------------------------
     def _plb_on_congestion(self, qp: QpControl, now: int, round_ns: int) -> None:
         """A CNP or a Swift decrease: one more congested round if the last came within
-        ``round_ns``; after ``plb_rounds`` in a row, fence the QP just past what it has
-        sent, to re-path once that is acknowledged (the fence ends on a packet that asks
-        for an ACK: the next multiple of ``ack_every``, or the end of the queued work)."""
+        ``round_ns``; after ``plb_rounds`` in a row, fence the QP one packet past what it
+        has sent, to re-path once that is acknowledged (the fence's last packet asks for an
+        ACK whatever ``ack_every`` says, so the drain starts at once)."""
         recent = qp.last_congestion_ns is not None and now - qp.last_congestion_ns <= round_ns
         qp.congested_rounds = qp.congested_rounds + 1 if recent else 1
         qp.last_congestion_ns = now
         if qp.congested_rounds < self.plb_rounds or qp.fence is not None:
             return
         base, high, total = qp.indices()
-        every = self.config.ack_every
-        fence = min(-(-high // every) * every, total)
+        fence = min(high + 1, total)
         if base >= fence:
             self._repath(qp)
         else:

@@ -26,8 +26,8 @@ PLB (Qureshi et al., SIGCOMM 2022), opt-in with ``plb_rounds``: a CNP that comes
 within two CNP intervals of the QP's previous one continues a congested run;
 after ``plb_rounds`` of them the QP re-paths. A RoCE QP is never idle inside a
 collective (a ring's next step arrives before the last ACK), so waiting for
-idleness, as PLB does for TCP, never comes: the QP instead stops at its next
-packet that asks for an ACK (the fence), waits until everything sent on the old
+idleness, as PLB does for TCP, never comes: the QP instead sends one more packet,
+which asks for an ACK (the fence), waits until everything sent on the old
 path is acknowledged (a round trip without sending: go-back-N would take a
 packet overtaken on the new path for a loss and resend the window), then sends
 from a new UDP source port, which ECMP hashes anew. A receiver whose NIC took

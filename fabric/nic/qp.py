@@ -274,7 +274,7 @@ class SendQP(QpControl):
         local = index - share.start_index
         offset, length, opcode = segment(share.length, self.chunk, local)
         ack_req = local == packet_count(share.length, self.chunk) - 1 or \
-            (index + 1) % self.ack_every == 0
+            (index + 1) % self.ack_every == 0 or index + 1 == self._fence
         DATA_HEAD.pack_into(self.buf, 0, opcode, 0, wire.DEFAULT_PKEY, self.qp,
                             (BTH_ACKREQ if ack_req else 0) | gbn.psn(index), ts_ns,
                             share.message.id, share.message.size, share.base_offset + offset)

@@ -288,8 +288,9 @@ def test_plb_ignores_cnps_the_receiver_flags_as_its_own_incast():
 
 
 def test_plb_repaths_once_what_the_old_path_carries_is_acknowledged():
-    # Two CNPs within a round (2 x cnp_interval) make PLB re-path h1's QP: it stops at the
-    # next packet that asks for an ACK, sends nothing new until every packet sent on the old
+    # Two CNPs within a round (2 x cnp_interval) make PLB re-path h1's QP: it sends one more
+    # packet, which asks for an ACK whatever ack_every says (the fence), nothing new until
+    # every packet sent on the old
     # path is acknowledged (no reordering for go-back-N to mistake for loss), then goes on
     # from a new UDP source port, the next PSN first; the old port carries nothing after.
     params = DcqcnParams(cnp_interval_ms=5.0, plb_rounds=2)
@@ -300,17 +301,20 @@ def test_plb_repaths_once_what_the_old_path_carries_is_acknowledged():
     h5.start(None)
     h1.pump()
     (qp,) = h1.send_qps.values()
-    for at_ms in (36, 40):  # two CNPs 4 ms apart (one congested run of two); 7 sent
+    start = clock.now
+    for at_ms in (33, 38):  # two CNPs 5 ms apart (one congested run of two)
         net.seq += 1
-        heapq.heappush(net.queue, (clock.now + at_ms * 1_000_000, net.seq, B, A,
+        heapq.heappush(net.queue, (start + at_ms * 1_000_000, net.seq, B, A,
                                    wire.encode(wire.Cnp(qp.qp))))
     net.run()
     assert h1.records.sent[1].done and h1.counters()["repaths"] == 1
-    data, acks = [], []
+    data, acks, asks = [], [], set()
     for (t, nic, _), (_, port, _, payload) in zip(net.sent_at, net.sent):
         message = wire.decode(payload)
         if nic == A and isinstance(message, wire.Data):
             data.append((t, port, message.psn))
+            if message.ack_req:
+                asks.add(message.psn)
         elif nic == B and isinstance(message, wire.Ack):
             acks.append((t + net.delay_ns, message.psn))  # when it reached h1
     first_port = data[0][1]
@@ -318,7 +322,9 @@ def test_plb_repaths_once_what_the_old_path_carries_is_acknowledged():
     t_new, new_port, fence = data[moved]
     assert {port for _, port, _ in data[moved:]} == {new_port}  # never back on the old one
     assert max(psn for _, _, psn in data[:moved]) == fence - 1  # nothing past the fence
-    assert fence % 4 == 0  # it ends on a packet asking for an ACK (ack_every 4)
+    sent_at_cnp = sum(1 for t, _, _ in data if t <= start + 38_000_000)
+    assert fence == sent_at_cnp + 1  # one packet past what was sent when PLB decided
+    assert fence % 4 != 0 and fence - 1 in asks  # off ack_every's grid, it asks for an ACK
     acked = min(t for t, psn in acks if psn >= fence - 1)
     assert acked <= t_new  # not before the old path drained
     assert t_new - data[moved - 1][0] >= 2 * net.delay_ns  # a round trip: a re-path's price
