@@ -11,7 +11,8 @@ ring AllReduce. Variants are measured interleaved in the same run:
 older commit, this is that commit's datapath), ``glibc`` (one ovs-vswitchd
 with glibc's allocator), ``tcmalloc`` (one ovs-vswitchd, tcmalloc: today's
 default), ``4-shards`` (four ovs-vswitchd, tcmalloc), ``python-nic`` (the NIC's
-Python reference datapath) and ``compiled-nic`` (its compiled datapath, the default).
+Python reference datapath), ``compiled-nic`` (its compiled datapath, the default)
+and ``no-pollgate`` (ovs-vswitchd without fabric/net/pollgate.so).
 
 For every (fabric, workload, variant) the rates are tried lowest first, each
 ``--repeat`` times; a rate counts as trusted when every repetition was, and
@@ -50,7 +51,8 @@ VARIANTS = {"defaults": {},
             "2-shards": {"emulator": {"ovs_shards": 2, "ovs_allocator": "tcmalloc"}},
             "4-shards": {"emulator": {"ovs_shards": 4, "ovs_allocator": "tcmalloc"}},
             "python-nic": {"transport": {"nic": "python"}},
-            "compiled-nic": {"transport": {"nic": "compiled"}}}
+            "compiled-nic": {"transport": {"nic": "compiled"}},
+            "no-pollgate": {"emulator": {"ovs_pollgate": False}}}
 
 
 def workload_spec(fabric: str, workload: str, mbps: float, seconds: float,

@@ -66,7 +66,8 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
                   stats_interval=experiment.stats_interval_ms / 1000,
                   controller_options={"seed": experiment.seed},
                   ovs_shards=experiment.ovs_shards or None,
-                  ovs_allocator=experiment.ovs_allocator)
+                  ovs_allocator=experiment.ovs_allocator,
+                  ovs_pollgate=experiment.ovs_pollgate)
     _write_manifest(experiment, topology, net, out_dir)
     _write_json(out_dir / "transfers.json", records)
     with net:
@@ -174,7 +175,7 @@ def _write_manifest(experiment: Experiment, topology: Topology, net: Network, ou
         "spec": experiment.to_dict(), "seed": experiment.seed, "algorithm": experiment.algorithm,
         "format": RUN_FORMAT, "run_prefix": net.prefix, "topology_name": topology.name,
         "datapath": net.datapath, "ovs_shards": len(net.shards),
-        "ovs_allocator": net.shards[0].allocator,
+        "ovs_allocator": net.shards[0].allocator, "ovs_pollgate": net.shards[0].pollgate,
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "versions": {"railcc": _railcc_version(), "python": platform.python_version(),
                      "ovs": machine["ovs"], "kernel": machine["kernel"]},

@@ -47,5 +47,13 @@ if [ -z "$engine" ] || [ fabric/nic/_engine.c -nt "$engine" ] || [ setup.py -nt 
   .venv/bin/python setup.py -q build_ext --inplace >/dev/null 2>build/engine-build.log \
     || { cat build/engine-build.log >&2; echo "railcc: building fabric/nic/_engine.c failed" >&2; exit 1; }
 fi
+# pollgate, preloaded into the run's ovs-vswitchd (fabric/net/pollgate.c), rebuilt likewise.
+if [ ! -f fabric/net/pollgate.so ] || [ fabric/net/pollgate.c -nt fabric/net/pollgate.so ]; then
+  echo "railcc: building fabric/net/pollgate.so"
+  mkdir -p build
+  gcc -O2 -Wall -Wextra -shared -fPIC -o fabric/net/pollgate.so fabric/net/pollgate.c -ldl \
+    2>build/pollgate-build.log \
+    || { cat build/pollgate-build.log >&2; echo "railcc: building fabric/net/pollgate.c failed" >&2; exit 1; }
+fi
 .venv/bin/python -c "import mininet.net, os_ken, scapy.contrib.roce, fabric.nic._engine" \
   || { echo "railcc: .venv cannot import mininet/os_ken/scapy; remove .venv and retry" >&2; exit 1; }

@@ -22,7 +22,7 @@ Schema (full reference with examples: docs/spec.md; `json_schema()` for checkers
                   and links to write pcaps of, [])
     [limits]      run_timeout_s (1..86400, 120), max_offered_fraction (0 < x <= 1)
     [emulator]    ovs_shards (0..64, 0 = auto: one private ovs-vswitchd),
-                  ovs_allocator (tcmalloc|glibc, "tcmalloc")
+                  ovs_allocator (tcmalloc|glibc, "tcmalloc"), ovs_pollgate (bool, true)
     [[faults]]    kind (link-down|link-up|link-flap|slow-link|switch-down|switch-up|
                   nic-down|nic-up|controller-kill|controller-restart, required), link |
                   switch | nic (the target), after ("start"|"phase:N"|"JOB:iteration:N"),
@@ -149,6 +149,7 @@ class Experiment:
     max_offered_fraction: float | None = None
     ovs_shards: int = 0
     ovs_allocator: str = "tcmalloc"
+    ovs_pollgate: bool = True
     dcqcn: DcqcnParams = DcqcnParams()
     swift: SwiftParams = SwiftParams()
     faults: tuple[Fault, ...] = ()
@@ -441,6 +442,7 @@ class EmulatorTable(Table):
 
     ovs_shards: Annotated[int, Range(0, 64)] = 0
     ovs_allocator: Literal["tcmalloc", "glibc"] = "tcmalloc"
+    ovs_pollgate: bool = True
 
 
 class SpecFile(Table):
@@ -529,6 +531,7 @@ def from_dict(data: Mapping[str, Any], source: str = "") -> Experiment:
         run_timeout_s=spec.limits.run_timeout_s,
         max_offered_fraction=spec.limits.max_offered_fraction,
         ovs_shards=spec.emulator.ovs_shards, ovs_allocator=spec.emulator.ovs_allocator,
+        ovs_pollgate=spec.emulator.ovs_pollgate,
         dcqcn=spec.dcqcn.to_params(), swift=spec.swift.to_params(), source=source)
 
 

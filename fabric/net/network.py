@@ -44,7 +44,7 @@ class Network:
                  run_dir: Path | None = None, progress: Progress | None = None,
                  stats_interval: float = 0.2, static_neighbors: bool = True,
                  controller_options: dict | None = None, ovs_shards: int | None = None,
-                 ovs_allocator: str = "tcmalloc") -> None:
+                 ovs_allocator: str = "tcmalloc", ovs_pollgate: bool = True) -> None:
         self.topology = topology
         self.algorithm = algorithm
         self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="railcc-"))
@@ -62,7 +62,7 @@ class Network:
                     ports[end.node] += 1
         count = min(ovs_shards or shards.auto_count(len(ports)), len(ports))
         self.shards = shards.plan_shards(self.prefix, count, STATE_DIR / self.prefix,
-                                         ovs_allocator)
+                                         ovs_allocator, ovs_pollgate)
         placed = shards.assign(ports, count)
         self.plan = plumbing.plan(topology, self.prefix,
                                   {switch: self.shards[i].netns for switch, i in placed.items()})

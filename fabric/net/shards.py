@@ -36,6 +36,10 @@ OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 #: time on that (perf: _int_malloc/_int_free/unlink_chunk ~38 %). tcmalloc's
 #: per-size caches halve the daemon's CPU at 100 ports (RESULTS.md, profile).
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+#: Built by `make setup` from pollgate.c: answers the receive calls ovs-vswitchd makes on
+#: ports its last poll() found idle without a system call (one recvmmsg per port and one
+#: accept per bridge listener on every turn of its main loop; RESULTS.md, "pollgate").
+POLLGATE = Path(__file__).with_name("pollgate.so")
 #: Shards by default. Measured on 2 cores (RESULTS.md, "OVS shards"): splitting the
 #: switches over 2-8 instances did not lower OVS's total CPU (each instance wakes
 #: for its own hop of every frame, and a wake-up costs ~100 us here whatever the
@@ -89,6 +93,8 @@ class Shard:
     rundir: Path
     #: "tcmalloc" (preloaded) or "glibc" (the default allocator).
     allocator: str = "tcmalloc"
+    #: Preload pollgate.so into ovs-vswitchd (see POLLGATE).
+    pollgate: bool = True
 
     @property
     def db(self) -> str:
@@ -121,6 +127,21 @@ class Shard:
         """OpenFlow management socket of one bridge (for ovs-ofctl)."""
         return f"unix:{self.rundir}/{bridge}.mgmt"
 
+    def preload(self) -> list[str]:
+        """The libraries preloaded into this shard's ovs-vswitchd; FabricError if one is missing."""
+        libraries = []
+        if self.allocator == "tcmalloc":
+            if not os.path.exists(TCMALLOC):
+                raise FabricError(f"{TCMALLOC} missing: install libtcmalloc-minimal4 "
+                                  "(make setup), or set [emulator] ovs_allocator = \"glibc\"")
+            libraries.append(TCMALLOC)
+        if self.pollgate:
+            if not POLLGATE.exists():
+                raise FabricError(f"{POLLGATE} missing: run 'make setup' (it builds it), "
+                                  "or set [emulator] ovs_pollgate = false")
+            libraries.append(str(POLLGATE))
+        return libraries
+
     def start(self) -> None:
         """Create the namespace, the database and both daemons; wait until they answer."""
         if self.rundir.exists():
@@ -138,11 +159,7 @@ class Shard:
                             f"--pidfile={d}/ovsdb-server.pid", f"--unixctl={d}/ovsdb-server.ctl",
                             f"--log-file={d}/ovsdb-server.log", "--detach"], env=env)
         run(["ovs-vsctl", f"--db={self.db}", "--no-wait", "init"])
-        if self.allocator == "tcmalloc":
-            if not os.path.exists(TCMALLOC):
-                raise FabricError(f"{TCMALLOC} missing: install libtcmalloc-minimal4 "
-                                  "(make setup), or set [emulator] ovs_allocator = \"glibc\"")
-            env["LD_PRELOAD"] = TCMALLOC
+        env["LD_PRELOAD"] = " ".join(self.preload())
         run(exec_ns + [_tool("ovs-vswitchd"), self.db, f"--pidfile={self.vswitchd_pidfile}",
                             f"--unixctl={d}/ovs-vswitchd.ctl",
                             f"--log-file={d}/ovs-vswitchd.log", "--detach"], env=env)
@@ -154,11 +171,12 @@ class Shard:
             time.sleep(0.02)
 
 
-def plan_shards(prefix: str, count: int, rundir: Path, allocator: str = "tcmalloc") -> list[Shard]:
+def plan_shards(prefix: str, count: int, rundir: Path, allocator: str = "tcmalloc",
+                pollgate: bool = True) -> list[Shard]:
     """The ``count`` shards of a run, their run directories under ``rundir``."""
     if allocator not in ("tcmalloc", "glibc"):
         raise ValueError(f"allocator: must be tcmalloc or glibc, got {allocator!r}")
-    return [Shard(i, shard_netns(prefix, i), rundir / f"ovs{i}", allocator)
+    return [Shard(i, shard_netns(prefix, i), rundir / f"ovs{i}", allocator, pollgate)
             for i in range(count)]
 
 

@@ -1,0 +1,135 @@
+"""pollgate.so (fabric/net/pollgate.c), preloaded into a child Python as into ovs-vswitchd:
+which receive calls it answers without the kernel, and which it must leave alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from fabric.net.shards import POLLGATE
+
+CHILD = textwrap.dedent("""
+    import ctypes, errno, json, os, select, socket, sys, threading
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    gate = ctypes.CDLL(sys.argv[1])  # the preloaded copy: same path, same instance
+    answered = ctypes.c_uint64.in_dll(gate, "pollgate_answered")
+
+    class iovec(ctypes.Structure):
+        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+    class msghdr(ctypes.Structure):
+        _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                    ("iov", ctypes.POINTER(iovec)), ("iovlen", ctypes.c_size_t),
+                    ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                    ("flags", ctypes.c_int)]
+
+    class mmsghdr(ctypes.Structure):
+        _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint)]
+
+    buf = ctypes.create_string_buffer(2048)
+    vec = iovec(ctypes.cast(buf, ctypes.c_void_p), 2048)
+
+    def recvmmsg(fd):
+        msg = mmsghdr()
+        msg.hdr.iov = ctypes.pointer(vec)
+        msg.hdr.iovlen = 1
+        n = libc.recvmmsg(fd, ctypes.byref(msg), 1, 0, None)
+        return n if n >= 0 else -ctypes.get_errno()
+
+    def poll(fd, events=select.POLLIN):
+        p = select.poll()
+        p.register(fd, events)
+        return bool(p.poll(0))
+
+    out = {}
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.setblocking(False)
+    out["before_any_poll"] = [recvmmsg(a.fileno()), answered.value]
+    out["idle_poll"] = poll(a.fileno())
+    out["after_idle_poll"] = [recvmmsg(a.fileno()), answered.value]
+    b.send(b"x")
+    out["data_since_poll"] = [recvmmsg(a.fileno()), answered.value]
+    out["next_poll"] = poll(a.fileno())
+    out["after_ready_poll"] = [recvmmsg(a.fileno()), answered.value]
+
+    # Another thread never polled: its calls go to the kernel whatever this one saw.
+    poll(a.fileno())
+    b.send(b"y")
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(recvmmsg(a.fileno())))
+    t.start(); t.join()
+    out["other_thread"] = [seen[0], answered.value]
+
+    # POLLOUT only: not asked about input, never answered.
+    poll(a.fileno(), select.POLLOUT)
+    b.send(b"z")
+    out["pollout_only"] = [recvmmsg(a.fileno()), answered.value]
+
+    # close() forgets: a new socket on the same descriptor number goes to the kernel.
+    poll(a.fileno())
+    number = a.fileno()
+    a.close()
+    c, d = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    if c.fileno() != number:
+        os.dup2(c.fileno(), number)  # dup2 forgets too
+    d.send(b"w")
+    out["reused_number"] = [recvmmsg(number), answered.value]
+
+    # accept/accept4 on an idle listener; a connection after the next poll is accepted.
+    path = sys.argv[2]
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path); server.listen(4); server.setblocking(False)
+    poll(server.fileno())
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(path)
+    try:
+        server.accept()  # accept4 in CPython
+        out["accept_idle"] = ["accepted", answered.value]
+    except BlockingIOError:
+        out["accept_idle"] = ["EAGAIN", answered.value]
+    poll(server.fileno())
+    conn, _ = server.accept()
+    out["accept_ready"] = ["accepted", answered.value]
+    print(json.dumps(out))
+""")
+
+
+def _run_child(tmp_path) -> dict:
+    assert POLLGATE.exists(), f"{POLLGATE} missing: run 'make setup'"
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "LD_PRELOAD": str(POLLGATE)}
+    done = subprocess.run([sys.executable, str(script), str(POLLGATE), str(tmp_path / "l.sock")],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_pollgate_answers_only_what_the_threads_last_poll_found_idle(tmp_path):
+    out = _run_child(tmp_path)
+    eagain = -11
+    assert out["before_any_poll"] == [eagain, 0]        # no poll yet: the kernel said EAGAIN
+    assert out["idle_poll"] is False
+    assert out["after_idle_poll"] == [eagain, 1]        # answered here
+    assert out["data_since_poll"] == [eagain, 2]        # a frame since that poll waits a turn
+    assert out["next_poll"] is True                     # ... and the next poll returns at once
+    assert out["after_ready_poll"] == [1, 2]            # then the kernel hands it over
+    assert out["other_thread"] == [1, 2]                # another thread's call is not answered
+    assert out["pollout_only"] == [1, 2]                # not polled for input: not answered
+    assert out["reused_number"] == [1, 2]               # close/dup2 forgot the descriptor
+    assert out["accept_idle"] == ["EAGAIN", 3]          # an idle listener: answered
+    assert out["accept_ready"] == ["accepted", 3]
+
+
+def test_the_shards_preload_pollgate_after_the_allocator_unless_told_not_to(tmp_path):
+    from fabric.net.shards import TCMALLOC, Shard
+
+    shard = Shard(0, "ns", tmp_path)
+    assert shard.preload()[-1] == str(POLLGATE)
+    if os.path.exists(TCMALLOC):
+        assert shard.preload() == [TCMALLOC, str(POLLGATE)]
+    assert str(POLLGATE) not in Shard(0, "ns", tmp_path, "glibc", pollgate=False).preload()
