@@ -38,7 +38,8 @@ OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
 #: Built by `make setup` from pollgate.c: answers the receive calls ovs-vswitchd makes on
 #: ports its last poll() found idle without a system call (one recvmmsg per port and one
-#: accept per bridge listener on every turn of its main loop; RESULTS.md, "pollgate").
+#: accept per bridge listener on every turn of its main loop; RESULTS.md, "The capacity
+#: goal table, where it stands (2026-12-07)").
 POLLGATE = Path(__file__).with_name("pollgate.so")
 #: Shards by default. Measured on 2 cores (RESULTS.md, "OVS shards"): splitting the
 #: switches over 2-8 instances did not lower OVS's total CPU (each instance wakes
@@ -144,6 +145,7 @@ class Shard:
 
     def start(self) -> None:
         """Create the namespace, the database and both daemons; wait until they answer."""
+        preload = self.preload()   # a missing library fails before anything is created
         if self.rundir.exists():
             shutil.rmtree(self.rundir)
         self.rundir.mkdir(parents=True)
@@ -159,7 +161,7 @@ class Shard:
                             f"--pidfile={d}/ovsdb-server.pid", f"--unixctl={d}/ovsdb-server.ctl",
                             f"--log-file={d}/ovsdb-server.log", "--detach"], env=env)
         run(["ovs-vsctl", f"--db={self.db}", "--no-wait", "init"])
-        env["LD_PRELOAD"] = " ".join(self.preload())
+        env["LD_PRELOAD"] = " ".join(preload)
         run(exec_ns + [_tool("ovs-vswitchd"), self.db, f"--pidfile={self.vswitchd_pidfile}",
                             f"--unixctl={d}/ovs-vswitchd.ctl",
                             f"--log-file={d}/ovs-vswitchd.log", "--detach"], env=env)
