@@ -62,37 +62,51 @@ def round_times(transfers: Sequence[Mapping[str, Any]], paths: Mapping[int, Sequ
             raise ValueError(f"transfer {t['id']} has no recorded path")
     waiting = {int(t["id"]): {int(a) for a in t.get("after", ()) if int(a) in ids}
                for t in transfers}
+    dependents: dict[int, list[int]] = defaultdict(list)
+    for tid, deps in waiting.items():
+        for dep in deps:
+            dependents[dep].append(tid)
+    ready = [tid for tid, deps in waiting.items() if not deps]
     size = {int(t["id"]): float(t["size"]) for t in transfers}
     times: dict[int, tuple[float, float]] = {}
     left: dict[tuple[int, int], float] = {}
+    flows_left: dict[int, int] = {}
     now = 0.0
 
     def start_ready() -> None:
-        while ready := [tid for tid, deps in waiting.items() if not deps]:
-            for tid in ready:
-                del waiting[tid]
-                if size[tid] <= 0:
-                    finish(tid, now)
-                    continue
-                times[tid] = (now, float("nan"))
-                for index in range(len(paths[tid])):
-                    left[(tid, index)] = size[tid] / len(paths[tid])
+        while ready:
+            tid = ready.pop()
+            del waiting[tid]
+            if size[tid] <= 0:
+                finish(tid, now)
+                continue
+            times[tid] = (now, float("nan"))
+            flows_left[tid] = len(paths[tid])
+            for index in range(len(paths[tid])):
+                left[(tid, index)] = size[tid] / len(paths[tid])
 
     def finish(tid: int, at: float) -> None:
         times[tid] = (times.get(tid, (at, at))[0], at)
-        for deps in waiting.values():
+        for dependent in dependents.get(tid, ()):
+            deps = waiting[dependent]
             deps.discard(tid)
+            if not deps:
+                ready.append(dependent)
 
     start_ready()
     while left:
-        rates = max_min_rates({key: paths[key[0]][key[1]] for key in left}, capacity)
+        flow_paths = {key: paths[key[0]][key[1]] for key in left}
+        used = {link: capacity[link] for path in flow_paths.values() for link in path
+                if link in capacity}
+        rates = max_min_rates(flow_paths, used)
         step = min(left[key] / rates[key] for key in left)
         now += step
         for key in list(left):
             left[key] -= rates[key] * step
             if left[key] <= 1e-9 * size[key[0]]:
                 del left[key]
-                if not any(k[0] == key[0] for k in left):
+                flows_left[key[0]] -= 1
+                if not flows_left[key[0]]:
                     finish(key[0], now)
         start_ready()
     if waiting:

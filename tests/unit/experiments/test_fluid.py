@@ -44,6 +44,17 @@ def test_a_transfer_waits_for_the_ones_it_comes_after_and_qps_split_its_bytes():
                           {1: [["x"]], 2: [["x"]]}, {"x": C})
 
 
+def test_a_transfer_after_several_starts_when_the_last_of_them_ends_even_through_empty_ones():
+    # 3 follows 1 (S on x) and 2 (2S on y); 4 is empty and follows 3; 5 follows 4 and 1.
+    times = fluid.round_times(
+        [transfer(1), transfer(2, size=2 * S), transfer(3, after=[1, 2]),
+         transfer(4, after=[3], size=0), transfer(5, after=[4, 1])],
+        {1: [["x"]], 2: [["y"]], 3: [["x"]], 4: [["x"]], 5: [["y"]]}, {"x": C, "y": C})
+    assert times[3] == (pytest.approx(2 * S / C), pytest.approx(3 * S / C))
+    assert times[4] == (pytest.approx(3 * S / C), pytest.approx(3 * S / C))
+    assert times[5] == (pytest.approx(3 * S / C), pytest.approx(4 * S / C))
+
+
 def test_only_complete_data_flows_are_paths_and_a_missing_one_gives_no_estimate():
     flows = [{"round": 1, "src_ip": "a", "dst_ip": "b", "links": ["x"], "nodes": ["A", "B"],
               "packets": 10, "bytes": 90_000, "complete": True},
