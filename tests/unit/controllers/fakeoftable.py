@@ -39,7 +39,7 @@ class TraceError(AssertionError):
 
 
 def field_matches(name: str, wanted: Any, value: Any) -> bool:
-    """One match field against a packet value (masked IPv4 supported)."""
+    """One match field against a packet value (masked IPv4 and registers supported)."""
     if value is None:
         return False
     if name.startswith(("ipv4_", "arp_spa", "arp_tpa")):
@@ -48,6 +48,9 @@ def field_matches(name: str, wanted: Any, value: Any) -> bool:
             base, mask = (int(ipaddress.IPv4Address(x)) for x in wanted)
             return address & mask == base & mask
         return address == int(ipaddress.IPv4Address(wanted))
+    if isinstance(wanted, tuple):  # a masked register (the hash table's residues)
+        base, mask = wanted
+        return value & mask == base & mask
     return wanted == value
 
 

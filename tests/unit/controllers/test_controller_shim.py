@@ -125,6 +125,22 @@ def test_flow_group_packet_out_fields():
     assert group_del.command == ofproto_v1_3.OFPFC_DELETE
 
 
+def test_equal_buckets_take_one_masked_entry_per_residue_with_the_same_slot_mapping():
+    dp = fake_datapath()
+    for ports in ((5,), (5, 6), (1, 2, 3, 4), tuple(range(1, 9))):
+        group = Group(DPID, 3, "select", tuple(Bucket(port) for port in ports))
+        entries = serialize(to_ofmsgs(dp, [group]))
+        assert len(entries) == len(ports)
+        for slot, port in enumerate(hash_slots(group.buckets)):
+            hits = [m for m in entries
+                    if slot & m.match["reg0"][1] == m.match["reg0"][0] & m.match["reg0"][1]]
+            assert [m.instructions[0].actions[0].port for m in hits] == [port]
+        assert all(m.match["reg0"][1] & (1 << 31) for m in entries)  # no slot past 63
+    # A bucket set whose copies do not divide the slots keeps one entry per slot.
+    three = Group(DPID, 3, "select", (Bucket(1), Bucket(2), Bucket(3)))
+    assert [m.match["reg0"] for m in serialize(to_ofmsgs(dp, [three]))] == list(range(HASH_SLOTS))
+
+
 def test_hash_slots_follow_weights_and_interleave():
     assert hash_slots((Bucket(5), Bucket(6), Bucket(7)), slots=6) == [5, 6, 7, 5, 6, 7]
     assert hash_slots((Bucket(1, 3), Bucket(2)), slots=8).count(1) == 6
