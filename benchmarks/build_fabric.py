@@ -1,9 +1,11 @@
 """Build+start and stop time of railcc fabrics beside stock Mininet (TCLink), same run.
 
     .venv/bin/python benchmarks/build_fabric.py [--repeat 3] [--skip-stock]
+        [--fabrics rail-2tier,rail-64x8,rail-64x8-8pods]
 
-Fabrics: the `rail-2tier` preset and a 64 servers x 8 rails fabric (1 pod,
-8 ToRs, 8 spines: 576 links, as PLATFORM.md measured). railcc is timed with
+Fabrics: the `rail-2tier` preset, a 64 servers x 8 rails fabric in 1 pod (8 ToRs,
+8 spines: 576 links, as PLATFORM.md measured) and the same servers in 8 pods (64 ToRs,
+8 spines: 1,024 links; the capacity issue's 64 x 8 ring runs on it). railcc is timed with
 no controller (plumbing + OVS + shaping + read-back) and with the `ecmp`
 controller having configured every switch. Memory = drop of MemAvailable
 while the fabric runs. Prints a table and appends it to benchmarks/RESULTS.md.
@@ -38,11 +40,22 @@ def mem_available_mib() -> float:
     return 0.0
 
 
-def fabrics() -> list[Topology]:
-    """The fabrics to time."""
-    big = from_dict({"name": "rail-64x8", "rails": 8, "servers_per_pod": 64, "pods": 1,
-                     "spines": 8, "description": "64 servers x 8 rails, 1 pod, 8 spines"})
-    return [load("rail-2tier"), build(big)]
+def fabrics(names: list[str]) -> list[Topology]:
+    """The fabrics to time, by name (see the module docstring)."""
+    known = {
+        "rail-2tier": lambda: load("rail-2tier"),
+        "rail-64x8": lambda: build(from_dict({
+            "name": "rail-64x8", "rails": 8, "servers_per_pod": 64, "pods": 1, "spines": 8,
+            "description": "64 servers x 8 rails, 1 pod, 8 spines"})),
+        "rail-64x8-8pods": lambda: build(from_dict({
+            "name": "rail-64x8-8pods", "rails": 8, "servers_per_pod": 8, "pods": 8,
+            "spines": 8, "description": "64 servers x 8 rails in 8 pods, 8 spines"})),
+    }
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise SystemExit(f"build_fabric: unknown fabric(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(known)}")
+    return [known[name]() for name in names]
 
 
 def ovs_settled(bridges: list[str], daemons: list[int] = ()) -> float:
@@ -116,10 +129,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-stock", action="store_true", help="do not time stock Mininet")
+    parser.add_argument("--fabrics", default="rail-2tier,rail-64x8",
+                        help="comma-separated: rail-2tier, rail-64x8, rail-64x8-8pods")
     args = parser.parse_args()
+    topologies = fabrics(args.fabrics.split(","))
     ovs.ensure_daemon()
     rows = []
-    for topology in fabrics():
+    for topology in topologies:
         label = f"{topology.name} ({len(topology.links)} links)"
         variants = [("railcc, no controller", lambda t=topology: time_railcc(t, None)),
                     ("railcc + ecmp ready", lambda t=topology: time_railcc(t, "ecmp"))]

@@ -114,22 +114,11 @@ class Socket:
     def root_qdiscs(self, kind: str) -> dict[int, tuple[int, int, int, int, int]]:
         """ifindex -> (bytes, packets, drops, backlog bytes, backlog packets) of every root
         qdisc of ``kind`` (e.g. "htb")."""
+        self._send(RTM_GETQDISC, TCMSG.pack(0, 0, 0, 0, 0), NLM_F_DUMP)
+        found: dict[int, tuple[int, int, int, int, int]] = {}
         want = kind.encode() + b"\0"
-        found = {}
-        for msg_type, payload in self.dump(RTM_GETQDISC, TCMSG.pack(0, 0, 0, 0, 0)):
-            if msg_type != RTM_NEWQDISC:
-                continue
-            _, index, _, parent, _ = TCMSG.unpack_from(payload)
-            if parent != TC_H_ROOT:
-                continue
-            attrs = attributes(payload, TCMSG.size, len(payload))
-            if bytes(attrs.get(TCA_KIND, b"")) != want or TCA_STATS2 not in attrs:
-                continue
-            stats2 = attrs[TCA_STATS2]
-            nested = attributes(stats2, 0, len(stats2))
-            sent_bytes, packets = STATS_BASIC.unpack_from(nested[TCA_STATS_BASIC])
-            qlen, backlog, drops, _, _ = STATS_QUEUE.unpack_from(nested[TCA_STATS_QUEUE])
-            found[index] = (sent_bytes, packets, drops, backlog, qlen)
+        while not root_qdisc_counters(self._sock.recv(RECV_BYTES), self._seq, want, found):
+            pass
         return found
 
     def link_names(self) -> dict[int, str]:
@@ -143,3 +132,71 @@ class Socket:
             if name is not None:
                 names[index] = bytes(name).rstrip(b"\0").decode()
         return names
+
+
+def root_qdisc_counters(data: bytes, seq: int, want: bytes,
+                        found: dict[int, tuple[int, int, int, int, int]]) -> bool:
+    """Decode one buffer of a qdisc dump answering request ``seq``: each root qdisc of kind
+    ``want`` (NUL-terminated) into ``found`` as ifindex -> (bytes, packets, drops, backlog
+    bytes, backlog packets); True once the dump is done.
+
+    One pass over the raw answers (telemetry reads the 1,536 queues of a 64 x 8 fabric
+    ten times a second): a child qdisc is skipped on its tcmsg alone, and of a root's
+    attributes only its kind and the nested statistics are looked at."""
+    header, rtattr = NLMSGHDR.unpack_from, RTATTR.unpack_from
+    hsize, tsize, asize = NLMSGHDR.size, TCMSG.size, RTATTR.size
+    offset, size = 0, len(data)
+    while offset + hsize <= size:
+        length, msg_type, _, msg_seq, _ = header(data, offset)
+        if length < hsize:
+            raise NetlinkError("netlink: malformed message")
+        start, end = offset + hsize, offset + length
+        offset += (length + 3) & ~3
+        if msg_seq != seq:
+            continue
+        if msg_type == NLMSG_DONE:
+            return True
+        if msg_type == NLMSG_ERROR:
+            code = -struct.unpack_from("=i", data, start)[0]
+            if code:
+                raise NetlinkError(code, f"netlink: {os.strerror(code)}")
+            continue
+        if msg_type != RTM_NEWQDISC:
+            continue
+        _, index, _, parent, _ = TCMSG.unpack_from(data, start)
+        if parent != TC_H_ROOT:
+            continue
+        at, matched, stats2 = start + tsize, False, None
+        while at + asize <= end:
+            alen, akind = rtattr(data, at)
+            if alen < asize:
+                break
+            akind &= 0x3FFF
+            if akind == TCA_KIND:
+                matched = data[at + asize:at + alen] == want
+                if not matched:
+                    break
+            elif akind == TCA_STATS2:
+                stats2 = (at + asize, at + alen)
+            at += (alen + 3) & ~3
+        if not matched or stats2 is None:
+            continue
+        at, stop = stats2
+        counters = None, None
+        while at + asize <= stop:
+            alen, akind = rtattr(data, at)
+            if alen < asize:
+                break
+            akind &= 0x3FFF
+            if akind == TCA_STATS_BASIC:
+                counters = STATS_BASIC.unpack_from(data, at + asize), counters[1]
+            elif akind == TCA_STATS_QUEUE:
+                counters = counters[0], STATS_QUEUE.unpack_from(data, at + asize)
+            at += (alen + 3) & ~3
+        basic, queue = counters
+        if basic is None or queue is None:
+            raise NetlinkError(f"netlink: root qdisc of ifindex {index} has no basic or "
+                               "queue statistics")
+        (sent_bytes, packets), (qlen, backlog, drops, _, _) = basic, queue
+        found[index] = (sent_bytes, packets, drops, backlog, qlen)
+    return False

@@ -26,24 +26,30 @@ def qdisc_message(index: int, parent: int, kind: str, sent: int, packets: int, d
             + attr(rt.TCA_STATS2 | 0x8000, stats))  # NLA_F_NESTED set, as the kernel sends
 
 
-class Canned(rt.Socket):
-    """A Socket whose dump answers with given payloads (no kernel involved)."""
-
-    def __init__(self, payloads):
-        self.payloads = payloads
-
-    def dump(self, msg_type, body):
-        return [(rt.RTM_NEWQDISC, memoryview(p)) for p in self.payloads]
+def dump_answer(seq: int, payloads: list[bytes], msg_type: int = rt.RTM_NEWQDISC) -> bytes:
+    """The payloads as one recv buffer of netlink messages answering ``seq``, then DONE."""
+    out = b""
+    for payload in payloads + [b"\0" * 4]:
+        kind = msg_type if len(payload) > 4 else rt.NLMSG_DONE
+        raw = rt.NLMSGHDR.pack(rt.NLMSGHDR.size + len(payload), kind, 2, seq, 0) + payload
+        out += raw + b"\0" * (-len(raw) % 4)
+    return out
 
 
 def test_root_qdiscs_of_a_kind_with_their_counters():
     big = 5 * 2**32 + 17  # bytes are 64-bit
-    sock = Canned([qdisc_message(3, rt.TC_H_ROOT, "htb", big, 9, 4, 18000, 2),
-                   qdisc_message(3, 0x10001, "htb", 1, 1, 1, 1, 1),   # a child: skipped
-                   qdisc_message(5, rt.TC_H_ROOT, "noqueue", 1, 1, 1, 1, 1),
-                   qdisc_message(6, rt.TC_H_ROOT, "htb", 0, 0, 0, 0, 0)])
-    assert sock.root_qdiscs("htb") == {3: (big, 9, 4, 18000, 2), 6: (0, 0, 0, 0, 0)}
-    assert sock.root_qdiscs("noqueue") == {5: (1, 1, 1, 1, 1)}
+    data = dump_answer(7, [qdisc_message(3, rt.TC_H_ROOT, "htb", big, 9, 4, 18000, 2),
+                           qdisc_message(3, 0x10001, "htb", 1, 1, 1, 1, 1),   # a child
+                           qdisc_message(5, rt.TC_H_ROOT, "noqueue", 1, 1, 1, 1, 1),
+                           qdisc_message(6, rt.TC_H_ROOT, "htb", 0, 0, 0, 0, 0)])
+    found: dict = {}
+    assert rt.root_qdisc_counters(data, 7, b"htb\0", found) is True  # the dump is done
+    assert found == {3: (big, 9, 4, 18000, 2), 6: (0, 0, 0, 0, 0)}
+    found = {}
+    assert rt.root_qdisc_counters(data, 7, b"noqueue\0", found)
+    assert found == {5: (1, 1, 1, 1, 1)}
+    found = {}  # answers to another request are not this dump's
+    assert rt.root_qdisc_counters(data, 8, b"htb\0", found) is False and found == {}
 
 
 def test_attributes_stop_at_a_truncated_one():
