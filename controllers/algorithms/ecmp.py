@@ -21,7 +21,7 @@ from controllers.core.arp import ARP_REQUEST, ETH_TYPE_ARP, ETH_TYPE_IPV4, arp_r
 from controllers.algorithms.base import BaseAlgorithm
 from controllers.core.intents import (Bucket, ClearSwitch, FlowRule, Group, Intent, Output, PacketOut,
                                  ToController, ToGroup)
-from controllers.core.routing import FabricMap, Routes, compute_routes, prefix_match, tor_prefix
+from controllers.core.routing import FabricMap, Routes, compute_routes, prefix_match
 from topologies.model import TOR, Link, Node, Topology
 
 LOG = logging.getLogger(__name__)
@@ -45,8 +45,11 @@ class EcmpAlgorithm(BaseAlgorithm):
         self.down_links: set[Link] = set()
         self.healthy: Routes = compute_routes(topology)
         self.routes: Routes = self.healthy
-        tors = sorted(topology.switches(TOR), key=lambda n: n.dpid)
-        self.group_ids = {tor_prefix(tor): number for number, tor in enumerate(tors, start=1)}
+        #: Per switch: bucket ports -> select group id. Prefixes whose next hops are the
+        #: same ports share one group (and so one hash table: a 64 x 8 ToR in 8 pods has
+        #: 63 remote prefixes over the same 8 uplinks); the hash covers the 5-tuple, so a
+        #: flow takes the same bucket either way. Ids are never reused.
+        self.group_ids: dict[int, dict[tuple[int, ...], int]] = {}
         self.installed: dict[int, list[Intent]] = {}
 
     def switch_up(self, dpid: int, now: float) -> list[Intent]:
@@ -69,6 +72,7 @@ class EcmpAlgorithm(BaseAlgorithm):
         """Every group (first) and flow of one switch under the current routes."""
         dpid = node.dpid
         groups: list[Intent] = []
+        made: set[int] = set()
         flows: list[Intent] = [FlowRule(dpid, PRIORITY_MISS)]
         arp_actions = (ToController(),) if node.kind == TOR else ()
         flows.append(FlowRule(dpid, PRIORITY_ARP, {"eth_type": ETH_TYPE_ARP}, arp_actions))
@@ -79,13 +83,21 @@ class EcmpAlgorithm(BaseAlgorithm):
         for prefix, ports in sorted(self.routes[node.name].items()):
             match = {"eth_type": ETH_TYPE_IPV4, "ipv4_dst": prefix_match(prefix)}
             if len(self.healthy[node.name][prefix]) > 1:
-                group_id = self.group_ids[prefix]
-                groups.append(Group(dpid, group_id, "select", tuple(Bucket(p) for p in ports)))
+                group_id = self._group_id(dpid, ports)
+                if group_id not in made:
+                    made.add(group_id)
+                    groups.append(Group(dpid, group_id, "select",
+                                        tuple(Bucket(p) for p in ports)))
                 actions: tuple = (ToGroup(group_id),)
             else:
                 actions = tuple(Output(p) for p in ports[:1])
             flows.append(FlowRule(dpid, PRIORITY_ROUTE + 24, match, actions))
         return groups + flows
+
+    def _group_id(self, dpid: int, ports: Iterable[int]) -> int:
+        """The select group of this switch over exactly ``ports`` (made on first use)."""
+        ids = self.group_ids.setdefault(dpid, {})
+        return ids.setdefault(tuple(ports), len(ids) + 1)
 
     def link_change(self, link: Link, up: bool, now: float) -> list[Intent]:
         """Recompute routes without failed links; modify only what changed on connected switches."""

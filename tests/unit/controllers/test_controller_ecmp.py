@@ -162,6 +162,19 @@ def test_switch_up_clears_then_groups_before_flows(setup):
             assert len({b.port for b in group.buckets}) == len(group.buckets)
 
 
+def test_prefixes_with_the_same_next_hops_share_one_select_group(setup):
+    topology, algorithm, _ = setup
+    for node in topology.switches():
+        intents = algorithm.switch_up(node.dpid, now=1.0)
+        groups = {i.group_id: i.buckets for i in intents if isinstance(i, Group)}
+        assert len(set(groups.values())) == len(groups)  # one group per distinct bucket set
+        users = [a.group_id for i in intents if isinstance(i, FlowRule)
+                 for a in i.actions if isinstance(a, ToGroup)]
+        assert set(users) == set(groups)
+        if node.kind == TOR and groups:  # every remote prefix over the same uplinks
+            assert len(groups) == 1 and len(users) == len(topology.switches(TOR)) - 1
+
+
 def test_program_is_deterministic(setup):
     topology, _, _ = setup
     first, second = EcmpAlgorithm(topology), EcmpAlgorithm(topology)
