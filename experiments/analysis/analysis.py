@@ -337,7 +337,11 @@ def fluid_estimate(run: Run) -> dict[str, Any]:
 
 def analyze(run_dir: Path | str) -> dict[str, Any]:
     """Compute every metric of a run folder and write its summary.json."""
-    run = load_run(run_dir)
+    return analyze_run(load_run(run_dir))
+
+
+def analyze_run(run: Run) -> dict[str, Any]:
+    """Compute every metric of a loaded run and write its folder's summary.json."""
     delays_ms = [d["delay_ns"] / 1e6 for d in run.delays]
     pfc = read_pfc(run.path)
     verdict = fidelity.judge(run.fidelity, run.ports, run.counters, delays_ms, run.topology.spec,

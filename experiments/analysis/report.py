@@ -8,7 +8,7 @@ from typing import Any
 from rich.table import Table
 
 from experiments.analysis import metrics, plots
-from experiments.analysis.analysis import analyze, load_run
+from experiments.analysis.analysis import analyze_run, load_run
 
 REPORT = "report.md"
 TABLE_COLUMNS = ("size", "count", "type", "time(ms)", "algbw(GB/s)", "busbw(GB/s)",
@@ -218,8 +218,9 @@ def render(summary: dict[str, Any], images: dict[str, Path]) -> str:
 def write_report(run_dir: Path | str) -> Path:
     """(Re)analyze a run folder and write report.md and its PNG plots into it."""
     run_dir = Path(run_dir)
-    summary = analyze(run_dir)
-    images = plots.all_plots(load_run(run_dir), summary, run_dir)
+    run = load_run(run_dir)
+    summary = analyze_run(run)
+    images = plots.all_plots(run, summary, run_dir)
     path = run_dir / REPORT
     path.write_text(render(summary, images))
     return path

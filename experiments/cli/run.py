@@ -66,10 +66,10 @@ def _keep_failed(out_dir: Path) -> None:
 
 
 def _analyse(run_dir: Path) -> tuple[dict, Path]:
-    from experiments.analysis.analysis import analyze
+    from experiments.analysis.analysis import SUMMARY
     from experiments.analysis.report import write_report
-    summary = analyze(run_dir)
-    return summary, write_report(run_dir)
+    report = write_report(run_dir)  # analyses the run once: writes summary.json
+    return json.loads((run_dir / SUMMARY).read_text()), report
 
 
 def _show(summary: dict, report: Path, as_json: bool) -> None:
