@@ -27,13 +27,13 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterable
 
+from controllers.core.ecmp_hash import HASH_SLOTS, switch_hash_basis
 from controllers.core.intents import (Action, Bucket, ClearSwitch, FlowRule, Group, Intent, Output,
                                       PacketOut, ToController, ToGroup)
 
 LOG = logging.getLogger(__name__)
 
 HASH_TABLE = 100
-HASH_SLOTS = 64
 #: A hash-table entry's cookie names its group's layout (entries per group: masked
 #: residues for 1, 2, 4 ... copies, or one per slot); a modified group drops the others.
 LAYOUTS = tuple(1 << bit for bit in range(HASH_SLOTS.bit_length()))
@@ -46,11 +46,6 @@ def hash_slots(buckets: Iterable[Bucket], slots: int = HASH_SLOTS) -> list[int]:
     """Output port of every hash slot: buckets interleaved, in proportion to their weights."""
     expanded = [bucket.port for bucket in buckets for _ in range(max(1, bucket.weight))]
     return [expanded[slot % len(expanded)] for slot in range(slots)] if expanded else []
-
-
-def switch_hash_basis(salt: int, dpid: int) -> int:
-    """Per-switch hash basis: switches with one basis would pick correlated paths (polarization)."""
-    return (salt * 0x9E37 + dpid * 0x85EB + (dpid >> 32) * 0xC2B3) & 0xFFFF
 
 
 def hash_actions(datapath: Any, group_id: int, salt: int = 0) -> list[Any]:
