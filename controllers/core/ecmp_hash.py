@@ -1,15 +1,16 @@
-"""The switches' ECMP hash, as a model a NIC can evaluate (pure).
+"""The switches' ECMP hash, as a pure model (basis, slots, and the slot of a UDP flow).
 
 Every select group is a hash table (controllers/openflow/ofmsgs.py): Nicira
 `multipath` with fields ``symmetric_l3l4+udp``, algorithm ``modulo_n`` over
-HASH_SLOTS slots and a per-switch basis, then slot -> bucket. This module is the
+HASH_SLOTS slots and a per-switch basis, then slot -> bucket. `ecmp_slot` is the
 same computation as Open vSwitch 3.1's ``flow_hash_symmetric_l3l4`` (lib/flow.c)
 with the portable murmur-style ``hash_add`` / ``hash_finish`` (lib/hash.h; the
-Debian build has no SSE 4.2 CRC32 variant), so a NIC that knows its ToR's basis
-and uplink count can tell which uplink a UDP source port takes: a hash-aware
-re-path (PLB, fabric/nic/core.py) picks a port that leaves by another uplink, as
-deployments that compute their switches' hash do. Checked against the real
-switch with ``ofproto/trace`` (tests/emulation/test_ecmp_hash.py).
+Debian build has no SSE 4.2 CRC32 variant), checked against the real switch's
+``ofproto/trace`` (tests/emulation/test_ecmp_hash.py). So anything that must
+know where ECMP puts a flow without a fabric (a flow-level model of the same
+fabric, a NIC that picks source ports by path) can compute it exactly. A
+hash-aware PLB re-path built on it was measured on the headline and did not
+beat random re-paths (benchmarks/RESULTS.md, 2026-12-07); it was not kept.
 """
 
 from __future__ import annotations
