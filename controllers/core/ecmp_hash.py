@@ -6,7 +6,7 @@ HASH_SLOTS slots and a per-switch basis, then slot -> bucket. `ecmp_slot` is the
 same computation as Open vSwitch 3.1's ``flow_hash_symmetric_l3l4`` (lib/flow.c)
 with the portable murmur-style ``hash_add`` / ``hash_finish`` (lib/hash.h; the
 Debian build has no SSE 4.2 CRC32 variant), checked against the real switch's
-``ofproto/trace`` (tests/emulation/test_ecmp_hash.py). So anything that must
+``ofproto/trace`` (tests/emulation/test_ecmp_hash_trace.py). So anything that must
 know where ECMP puts a flow without a fabric (a flow-level model of the same
 fabric, a NIC that picks source ports by path) can compute it exactly. A
 hash-aware PLB re-path built on it was measured on the headline and did not

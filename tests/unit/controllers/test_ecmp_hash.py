@@ -1,6 +1,6 @@
 """The switches' ECMP hash model (controllers/core/ecmp_hash.py) without a switch: a value
 Open vSwitch's own ofproto/trace reported, and the symmetry the hash is named for (the
-emulation test tests/emulation/test_ecmp_hash.py checks 40 more against a live ToR)."""
+emulation test tests/emulation/test_ecmp_hash_trace.py checks 40 more against a live ToR)."""
 
 import ipaddress
 
