@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fabric.measure.machine import cpu_model  # noqa: E402
 from fabric.net import ovs  # noqa: E402
 from fabric.net.procs import pid_alive  # noqa: E402
 from fabric.net.network import Network  # noqa: E402
@@ -151,9 +152,7 @@ def main() -> None:
 
 def record(rows: list[tuple], repeat: int) -> None:
     """Append the table, with machine and date, to RESULTS.md."""
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
+    cpu = cpu_model()
     lines = [
         f"\n## build_fabric.py, {datetime.date.today()} ({os.cpu_count()} cores, {cpu}, "
         f"kernel {platform.release()}, OVS {ovs.datapath_type()} datapath)\n",

@@ -41,6 +41,7 @@ from experiments.analysis.analysis import analyze  # noqa: E402
 from experiments.capacity.sweep import all2all_bytes  # noqa: E402
 from experiments.runner import run  # noqa: E402
 from experiments.workload.spec import from_dict  # noqa: E402
+from fabric.measure.machine import cpu_model  # noqa: E402
 from topologies import preset  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -159,9 +160,7 @@ def main() -> None:
 
 def record(rows: list[dict], args: argparse.Namespace) -> None:
     """Append the sweep to RESULTS.md."""
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     lines = [f"\n## capacity.py, {datetime.date.today()} ({os.cpu_count()} cores, {cpu}, "
              f"kernel {platform.release()}, OVS userspace datapath)\n",
              "Command: `.venv/bin/python benchmarks/capacity.py " + " ".join(sys.argv[1:]) + "`\n",

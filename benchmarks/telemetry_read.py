@@ -31,6 +31,7 @@ from benchmarks.build_fabric import fabrics  # noqa: E402
 from experiments.runner import port_infos  # noqa: E402
 from fabric.measure import rtnetlink as rt  # noqa: E402
 from fabric.measure.telemetry import QueueReader  # noqa: E402
+from fabric.measure.machine import cpu_model  # noqa: E402
 from fabric.net import ovs  # noqa: E402
 from fabric.net.network import Network  # noqa: E402
 
@@ -113,9 +114,7 @@ def main() -> None:
 
 def record(rows: list[tuple[str, dict]], args: argparse.Namespace) -> None:
     """Append the table, with machine and date, to RESULTS.md."""
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
+    cpu = cpu_model()
     lines = [
         f"\n## telemetry_read.py, {datetime.date.today()} ({os.cpu_count()} cores, {cpu}, "
         f"kernel {platform.release()})\n",

@@ -143,8 +143,7 @@ def root_qdisc_counters(data: bytes, seq: int, want: bytes,
     One pass over the raw answers (telemetry reads the 1,536 queues of a 64 x 8 fabric
     ten times a second): a child qdisc is skipped on its tcmsg alone, and of a root's
     attributes only its kind and the nested statistics are looked at."""
-    header, rtattr = NLMSGHDR.unpack_from, RTATTR.unpack_from
-    hsize, tsize, asize = NLMSGHDR.size, TCMSG.size, RTATTR.size
+    header, hsize, tsize = NLMSGHDR.unpack_from, NLMSGHDR.size, TCMSG.size
     offset, size = 0, len(data)
     while offset + hsize <= size:
         length, msg_type, _, msg_seq, _ = header(data, offset)
@@ -166,37 +165,33 @@ def root_qdisc_counters(data: bytes, seq: int, want: bytes,
         _, index, _, parent, _ = TCMSG.unpack_from(data, start)
         if parent != TC_H_ROOT:
             continue
-        at, matched, stats2 = start + tsize, False, None
-        while at + asize <= end:
-            alen, akind = rtattr(data, at)
-            if alen < asize:
-                break
-            akind &= 0x3FFF
-            if akind == TCA_KIND:
-                matched = data[at + asize:at + alen] == want
-                if not matched:
-                    break
-            elif akind == TCA_STATS2:
-                stats2 = (at + asize, at + alen)
-            at += (alen + 3) & ~3
-        if not matched or stats2 is None:
+        top = _attribute_spans(data, start + tsize, end, TCA_KIND, TCA_STATS2)
+        kind, stats2 = top.get(TCA_KIND), top.get(TCA_STATS2)
+        if kind is None or stats2 is None or data[kind[0]:kind[1]] != want:
             continue
-        at, stop = stats2
-        counters = None, None
-        while at + asize <= stop:
-            alen, akind = rtattr(data, at)
-            if alen < asize:
-                break
-            akind &= 0x3FFF
-            if akind == TCA_STATS_BASIC:
-                counters = STATS_BASIC.unpack_from(data, at + asize), counters[1]
-            elif akind == TCA_STATS_QUEUE:
-                counters = counters[0], STATS_QUEUE.unpack_from(data, at + asize)
-            at += (alen + 3) & ~3
-        basic, queue = counters
+        nested = _attribute_spans(data, stats2[0], stats2[1], TCA_STATS_BASIC, TCA_STATS_QUEUE)
+        basic, queue = nested.get(TCA_STATS_BASIC), nested.get(TCA_STATS_QUEUE)
         if basic is None or queue is None:
             raise NetlinkError(f"netlink: root qdisc of ifindex {index} has no basic or "
                                "queue statistics")
-        (sent_bytes, packets), (qlen, backlog, drops, _, _) = basic, queue
+        sent_bytes, packets = STATS_BASIC.unpack_from(data, basic[0])
+        qlen, backlog, drops, _, _ = STATS_QUEUE.unpack_from(data, queue[0])
         found[index] = (sent_bytes, packets, drops, backlog, qlen)
     return False
+
+
+def _attribute_spans(data: bytes, at: int, end: int, *kinds: int) -> dict[int, tuple[int, int]]:
+    """(start, end) of the payload of each attribute of ``kinds`` between ``at`` and
+    ``end`` (the NLA flags masked off; the scan stops at a malformed attribute)."""
+    spans = {}
+    rtattr, asize = RTATTR.unpack_from, RTATTR.size
+    while at + asize <= end:
+        length, kind = rtattr(data, at)
+        if length < asize:
+            break
+        kind &= 0x3FFF
+        if kind in kinds:
+            spans[kind] = (at + asize, at + length)
+        at += (length + 3) & ~3
+    return spans
+

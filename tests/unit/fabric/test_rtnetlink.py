@@ -6,6 +6,8 @@ from __future__ import annotations
 import socket
 import struct
 
+import pytest
+
 from fabric.measure import rtnetlink as rt
 
 
@@ -50,6 +52,14 @@ def test_root_qdiscs_of_a_kind_with_their_counters():
     assert found == {5: (1, 1, 1, 1, 1)}
     found = {}  # answers to another request are not this dump's
     assert rt.root_qdisc_counters(data, 8, b"htb\0", found) is False and found == {}
+
+
+def test_a_root_qdisc_without_queue_statistics_is_an_error():
+    stats = attr(rt.TCA_STATS_BASIC, rt.STATS_BASIC.pack(1, 1) + b"\0" * 4)
+    payload = (rt.TCMSG.pack(0, 4, 0x10000, rt.TC_H_ROOT, 1)
+               + attr(rt.TCA_KIND, b"htb\0") + attr(rt.TCA_STATS2, stats))
+    with pytest.raises(rt.NetlinkError, match="ifindex 4 has no basic or queue statistics"):
+        rt.root_qdisc_counters(dump_answer(3, [payload]), 3, b"htb\0", {})
 
 
 def test_attributes_stop_at_a_truncated_one():
