@@ -8,8 +8,10 @@ Program of every switch (sent on ``switch_up`` after clearing it):
   select group (one equal-weight bucket per equal-cost port) when there are
   several. The switch hashes each flow onto one bucket, so distinct flows
   spread over the spines and a few big flows can collide, as in real fabrics.
-Group ids are stable: ToR prefixes are numbered 1.. in dpid order, so a link
-change only modifies the affected groups and flows.
+Prefixes over the same ports share one group (its id made per switch on first use,
+never reused), so a ToR of a two-tier fabric holds one group for every remote
+prefix; a link change points the affected prefixes at the group of their new
+ports and removes groups nothing uses any more.
 """
 
 from __future__ import annotations
