@@ -4,7 +4,9 @@
         [--workloads all2all,ring] [--rates 5,10,20,40] [--repeat 3]
         [--variants glibc,tcmalloc] [--seconds 3]
 
-Workloads (over every server of the fabric, sized to last about ``--seconds``
+Fabrics: the presets, and ``rail-64x8-8pods`` (64 servers x 8 rails in 8 pods, the
+capacity issue's 64 x 8 ring row). Workloads (over every server of the fabric, sized to
+last about ``--seconds``
 at line rate): ``all2all`` = All2All with PXN; ``ring`` = a scattered per-rail
 ring AllReduce. Variants are measured interleaved in the same run:
 ``defaults`` (the spec without an [emulator] table; run from a checkout of an
@@ -42,7 +44,8 @@ from experiments.capacity.sweep import all2all_bytes  # noqa: E402
 from experiments.runner import run  # noqa: E402
 from experiments.workload.spec import from_dict  # noqa: E402
 from fabric.measure.machine import cpu_model  # noqa: E402
-from topologies import preset  # noqa: E402
+from topologies import from_dict as fabric_from_dict, preset  # noqa: E402
+from topologies.spec import FabricSpec  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 #: Spec tables each variant adds (a variant is compared with the others in the same run).
@@ -56,10 +59,26 @@ VARIANTS = {"defaults": {},
             "no-pollgate": {"emulator": {"ovs_pollgate": False}}}
 
 
+#: Fabrics beside the presets, as [topology] tables: the capacity issue's 64 x 8 ring row
+#: runs on 64 servers x 8 rails in 8 pods (experiments/specs/ring-64x8.toml).
+FABRICS = {"rail-64x8-8pods": {"name": "rail-64x8-8pods", "rails": 8, "servers_per_pod": 8,
+                               "pods": 8, "spines": 8}}
+
+
+def fabric_spec(fabric: str) -> FabricSpec:
+    """The FabricSpec of a preset or of one of FABRICS."""
+    return fabric_from_dict(FABRICS[fabric]) if fabric in FABRICS else preset(fabric)
+
+
+def topology_table(fabric: str) -> dict:
+    """The [topology] table of ``fabric``: a preset's name, or one of FABRICS."""
+    return dict(FABRICS[fabric]) if fabric in FABRICS else {"preset": fabric}
+
+
 def workload_spec(fabric: str, workload: str, mbps: float, seconds: float,
                   tables: dict) -> dict:
     """A spec running ``workload`` over every server of ``fabric`` for about ``seconds``."""
-    spec = preset(fabric)
+    spec = fabric_spec(fabric)
     ranks, rails = spec.servers, spec.rails
     # A ring AllReduce sends 2(n-1)/n of the buffer per rank, an All2All (n-1)/n.
     a2a = all2all_bytes(ranks, rails, mbps, seconds)
@@ -71,7 +90,7 @@ def workload_spec(fabric: str, workload: str, mbps: float, seconds: float,
         raise ValueError(f"workload: all2all or ring, got {workload!r}")
     return {
         "experiment": {"name": f"cap-{fabric}-{workload}-{mbps:g}".replace(".", "_"), "seed": 1},
-        "topology": {"preset": fabric, "nic_mbps": mbps},
+        "topology": {**topology_table(fabric), "nic_mbps": mbps},
         "jobs": [{"name": workload, "servers": ranks, **job}],
         "limits": {"run_timeout_s": 30 * seconds + 60},
         **tables,
@@ -171,7 +190,7 @@ def record(rows: list[dict], args: argparse.Namespace) -> None:
              "efficiency | frames/s | machine busy | CPU split | why not |",
              "| --- | ---: | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- | --- |"]
     for r in rows:
-        spec = preset(r["fabric"])
+        spec = fabric_spec(r["fabric"])
         nics = spec.servers * spec.rails
         eff = f"{100 * r['efficiency']:.1f} %" if "efficiency" in r else "-"
         frames = f"{r['frames_per_s']:,.0f}" if "frames_per_s" in r else "-"
@@ -188,7 +207,7 @@ def record(rows: list[dict], args: argparse.Namespace) -> None:
                 best[key] = r
     lines.append("\nLargest trusted NIC rate:")
     for (fabric, workload, variant), r in sorted(best.items()):
-        spec = preset(fabric)
+        spec = fabric_spec(fabric)
         nics = spec.servers * spec.rails
         lines.append(f"- {fabric} {workload}, {variant}: {r['mbps']:g} Mb/s per NIC "
                      f"({nics * r['mbps'] / 1000:.2f} Gb/s offered, "
