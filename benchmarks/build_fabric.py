@@ -28,7 +28,7 @@ from fabric.measure.machine import cpu_model  # noqa: E402
 from fabric.net import ovs  # noqa: E402
 from fabric.net.procs import pid_alive  # noqa: E402
 from fabric.net.network import Network  # noqa: E402
-from topologies import Topology, build, from_dict, load  # noqa: E402
+from topologies import PRESETS, Topology, build, from_dict, load  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -41,22 +41,24 @@ def mem_available_mib() -> float:
     return 0.0
 
 
+#: The benchmarks' fabrics beyond the presets, as [topology] tables (capacity.py too).
+FABRICS = {
+    "rail-64x8": {"name": "rail-64x8", "rails": 8, "servers_per_pod": 64, "pods": 1,
+                  "spines": 8, "description": "64 servers x 8 rails, 1 pod, 8 spines"},
+    "rail-64x8-8pods": {"name": "rail-64x8-8pods", "rails": 8, "servers_per_pod": 8,
+                        "pods": 8, "spines": 8,
+                        "description": "64 servers x 8 rails in 8 pods, 8 spines"},
+}
+
+
 def fabrics(names: list[str]) -> list[Topology]:
-    """The fabrics to time, by name (see the module docstring)."""
-    known = {
-        "rail-2tier": lambda: load("rail-2tier"),
-        "rail-64x8": lambda: build(from_dict({
-            "name": "rail-64x8", "rails": 8, "servers_per_pod": 64, "pods": 1, "spines": 8,
-            "description": "64 servers x 8 rails, 1 pod, 8 spines"})),
-        "rail-64x8-8pods": lambda: build(from_dict({
-            "name": "rail-64x8-8pods", "rails": 8, "servers_per_pod": 8, "pods": 8,
-            "spines": 8, "description": "64 servers x 8 rails in 8 pods, 8 spines"})),
-    }
-    unknown = [name for name in names if name not in known]
+    """The fabrics to time, by name: a preset or one of FABRICS."""
+    unknown = [name for name in names if name not in FABRICS and name not in PRESETS]
     if unknown:
         raise SystemExit(f"build_fabric: unknown fabric(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(known)}")
-    return [known[name]() for name in names]
+                         f"known: {', '.join([*PRESETS, *FABRICS])}")
+    return [build(from_dict(FABRICS[name])) if name in FABRICS else load(name)
+            for name in names]
 
 
 def ovs_settled(bridges: list[str], daemons: list[int] = ()) -> float:

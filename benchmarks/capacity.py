@@ -4,17 +4,16 @@
         [--workloads all2all,ring] [--rates 5,10,20,40] [--repeat 3]
         [--variants glibc,tcmalloc] [--seconds 3]
 
-Fabrics: the presets, and ``rail-64x8-8pods`` (64 servers x 8 rails in 8 pods, the
-capacity issue's 64 x 8 ring row). Workloads (over every server of the fabric, sized to
-last about ``--seconds``
-at line rate): ``all2all`` = All2All with PXN; ``ring`` = a scattered per-rail
-ring AllReduce. Variants are measured interleaved in the same run:
-``defaults`` (the spec without an [emulator] table; run from a checkout of an
-older commit, this is that commit's datapath), ``glibc`` (one ovs-vswitchd
-with glibc's allocator), ``tcmalloc`` (one ovs-vswitchd, tcmalloc: today's
-default), ``4-shards`` (four ovs-vswitchd, tcmalloc), ``python-nic`` (the NIC's
-Python reference datapath), ``compiled-nic`` (its compiled datapath, the default)
-and ``no-pollgate`` (ovs-vswitchd without fabric/net/pollgate.so).
+Fabrics: the presets, and build_fabric.py's FABRICS (``rail-64x8-8pods``: 64 servers x 8
+rails in 8 pods, the capacity issue's 64 x 8 ring row). Workloads (over every server of
+the fabric, sized to last about ``--seconds`` at line rate): ``all2all`` = All2All with
+PXN; ``ring`` = a scattered per-rail ring AllReduce. Variants are measured interleaved
+in the same run: ``defaults`` (the spec without an [emulator] table; run from a checkout
+of an older commit, this is that commit's datapath), ``glibc`` (one ovs-vswitchd with
+glibc's allocator), ``tcmalloc`` (one ovs-vswitchd, tcmalloc: today's default),
+``4-shards`` (four ovs-vswitchd, tcmalloc), ``python-nic`` (the NIC's Python reference
+datapath), ``compiled-nic`` (its compiled datapath, the default) and ``no-pollgate``
+(ovs-vswitchd without fabric/net/pollgate.so).
 
 For every (fabric, workload, variant) the rates are tried lowest first, each
 ``--repeat`` times; a rate counts as trusted when every repetition was, and
@@ -44,6 +43,7 @@ from experiments.capacity.sweep import all2all_bytes  # noqa: E402
 from experiments.runner import run  # noqa: E402
 from experiments.workload.spec import from_dict  # noqa: E402
 from fabric.measure.machine import cpu_model  # noqa: E402
+from benchmarks.build_fabric import FABRICS  # noqa: E402
 from topologies import from_dict as fabric_from_dict, preset  # noqa: E402
 from topologies.spec import FabricSpec  # noqa: E402
 
@@ -57,12 +57,6 @@ VARIANTS = {"defaults": {},
             "python-nic": {"transport": {"nic": "python"}},
             "compiled-nic": {"transport": {"nic": "compiled"}},
             "no-pollgate": {"emulator": {"ovs_pollgate": False}}}
-
-
-#: Fabrics beside the presets, as [topology] tables: the capacity issue's 64 x 8 ring row
-#: runs on 64 servers x 8 rails in 8 pods (experiments/specs/ring-64x8.toml).
-FABRICS = {"rail-64x8-8pods": {"name": "rail-64x8-8pods", "rails": 8, "servers_per_pod": 8,
-                               "pods": 8, "spines": 8}}
 
 
 def fabric_spec(fabric: str) -> FabricSpec:

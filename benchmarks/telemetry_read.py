@@ -6,7 +6,7 @@ generic one it replaced, on a live fabric with no traffic, same run.
 
 Builds each fabric (no controller), then times ``--reads`` reads of every switch queue
 per repetition with each decoder, interleaved: ``one-pass`` is
-`fabric.measure.rtnetlink.Socket.root_qdiscs` as the telemetry sampler calls it;
+`fabric.measure.rtnetlink.Socket.root_qdiscs`, which the telemetry sampler calls;
 ``generic`` decodes the same dump through `Socket.dump` and `attributes` (a dict of
 every attribute of every message, the decoder before 2026-12-07). CPU = the reading
 thread's CPU time per read (median over repetitions); both must return the same
@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.build_fabric import fabrics  # noqa: E402
 from experiments.runner import port_infos  # noqa: E402
 from fabric.measure import rtnetlink as rt  # noqa: E402
-from fabric.measure.telemetry import QueueReader  # noqa: E402
 from fabric.measure.machine import cpu_model  # noqa: E402
 from fabric.net import ovs  # noqa: E402
+from fabric.net.netns import in_netns  # noqa: E402
 from fabric.net.network import Network  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -75,8 +75,10 @@ def measure(topology, reads: int, repeat: int) -> dict:
         for port in port_infos(net):
             if port.on_switch:
                 by_netns.setdefault(port.netns, set()).add(port.dev)
-        readers = {ns: QueueReader(ns) for ns in by_netns}
-        sockets = [reader._sock for reader in readers.values()]
+        sockets = []
+        for ns in by_netns:
+            with in_netns(ns):  # a netlink socket answers for the namespace it was made in
+                sockets.append(rt.Socket())
         for sock in sockets:
             if sock.root_qdiscs("htb") != generic_root_qdiscs(sock, "htb"):
                 raise SystemExit("telemetry_read: the two decoders disagree")
@@ -85,8 +87,8 @@ def measure(topology, reads: int, repeat: int) -> dict:
             onepass.append(cpu_per_read(lambda: [s.root_qdiscs("htb") for s in sockets], reads))
             generic.append(cpu_per_read(
                 lambda: [generic_root_qdiscs(s, "htb") for s in sockets], reads))
-        for reader in readers.values():
-            reader.close()
+        for sock in sockets:
+            sock.close()
         return {"queues": sum(len(devs) for devs in by_netns.values()),
                 "one-pass": statistics.median(onepass), "generic": statistics.median(generic)}
     finally:

@@ -34,10 +34,6 @@ from controllers.core.intents import (Action, Bucket, ClearSwitch, FlowRule, Gro
 LOG = logging.getLogger(__name__)
 
 HASH_TABLE = 100
-#: A hash-table entry's cookie names its group's layout (entries per group: masked
-#: residues for 1, 2, 4 ... copies, or one per slot); a modified group drops the others.
-LAYOUTS = tuple(1 << bit for bit in range(HASH_SLOTS.bit_length()))
-COOKIE_MASK = 0xFFFFFFFFFFFFFFFF
 NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP = 3   # enum nx_hash_fields in Open vSwitch
 NX_MP_ALG_MODULO_N = 0
 
@@ -95,27 +91,24 @@ def flow_mod(datapath: Any, rule: FlowRule, salt: int = 0) -> Any:
 
 
 def hash_group_mods(datapath: Any, group: Group) -> list[Any]:
-    """Hash-table entries realizing a select group (add/modify rewrite all slots; delete clears)."""
+    """Hash-table entries realizing a select group (add writes them, modify clears and
+    rewrites them, delete clears them)."""
     ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    clear = parser.OFPFlowMod(datapath, table_id=HASH_TABLE, command=ofp.OFPFC_DELETE,
+                              out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+                              match=parser.OFPMatch(reg1=group.group_id))
     if group.command == "delete" or not group.buckets:
-        return [parser.OFPFlowMod(datapath, table_id=HASH_TABLE, command=ofp.OFPFC_DELETE,
-                                  out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
-                                  match=parser.OFPMatch(reg1=group.group_id))]
-    entries = slot_entries(group.buckets)
-    period = len(entries)  # the layout: HASH_SLOTS exact entries, or `period` masked ones
-    mods = [parser.OFPFlowMod(
-        datapath, cookie=period, table_id=HASH_TABLE, command=ofp.OFPFC_ADD, priority=1,
+        return [clear]
+    adds = [parser.OFPFlowMod(
+        datapath, table_id=HASH_TABLE, command=ofp.OFPFC_ADD, priority=1,
         match=parser.OFPMatch(reg0=reg0, reg1=group.group_id),
         instructions=[parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS,
                                                    [parser.OFPActionOutput(port)])])
-        for reg0, port in entries]
-    if group.command == "modify":  # entries of another layout would overlap the new ones
-        mods += [parser.OFPFlowMod(datapath, cookie=other, cookie_mask=COOKIE_MASK,
-                                   table_id=HASH_TABLE, command=ofp.OFPFC_DELETE,
-                                   out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
-                                   match=parser.OFPMatch(reg1=group.group_id))
-                 for other in LAYOUTS if other != period]
-    return mods
+        for reg0, port in slot_entries(group.buckets)]
+    # A modified group may change layout (masked residues or one entry per slot), whose
+    # entries would overlap the old ones: clear it first. (ECMP never modifies a group:
+    # a new bucket set is a new group, controllers/algorithms/ecmp.py.)
+    return ([clear] if group.command == "modify" else []) + adds
 
 
 def slot_entries(buckets: Iterable[Bucket]) -> list[tuple[Any, int]]:

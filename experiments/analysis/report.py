@@ -217,10 +217,16 @@ def render(summary: dict[str, Any], images: dict[str, Path]) -> str:
 
 def write_report(run_dir: Path | str) -> Path:
     """(Re)analyze a run folder and write report.md and its PNG plots into it."""
+    return analyse_and_report(run_dir)[1]
+
+
+def analyse_and_report(run_dir: Path | str) -> tuple[dict[str, Any], Path]:
+    """Analyze a run folder once (summary.json), write report.md and its plots; returns
+    the summary and the report's path."""
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     summary = analyze_run(run)
     images = plots.all_plots(run, summary, run_dir)
     path = run_dir / REPORT
     path.write_text(render(summary, images))
-    return path
+    return summary, path

@@ -66,10 +66,8 @@ def _keep_failed(out_dir: Path) -> None:
 
 
 def _analyse(run_dir: Path) -> tuple[dict, Path]:
-    from experiments.analysis.analysis import SUMMARY
-    from experiments.analysis.report import write_report
-    report = write_report(run_dir)  # analyses the run once: writes summary.json
-    return json.loads((run_dir / SUMMARY).read_text()), report
+    from experiments.analysis.report import analyse_and_report
+    return analyse_and_report(run_dir)
 
 
 def _show(summary: dict, report: Path, as_json: bool) -> None:

@@ -46,14 +46,46 @@ def attribute(kind: int, payload: bytes) -> bytes:
 def attributes(data: bytes | memoryview, offset: int, end: int) -> dict[int, memoryview]:
     """rtattr type -> payload, for the attributes between ``offset`` and ``end``."""
     view = memoryview(data)
-    found = {}
-    while offset + RTATTR.size <= end:
-        length, kind = RTATTR.unpack_from(view, offset)
-        if length < RTATTR.size:
+    return {kind: view[start:stop]
+            for kind, (start, stop) in attribute_spans(data, offset, end).items()}
+
+
+def attribute_spans(data: bytes | memoryview, at: int, end: int,
+                    *kinds: int) -> dict[int, tuple[int, int]]:
+    """rtattr type -> (start, end) of its payload, for the attributes between ``at`` and
+    ``end`` (only ``kinds`` if given; NLA flags masked off; the scan stops at a malformed
+    attribute)."""
+    spans = {}
+    rtattr, asize = RTATTR.unpack_from, RTATTR.size
+    while at + asize <= end:
+        length, kind = rtattr(data, at)
+        if length < asize:
             break
-        found[kind & 0x3FFF] = view[offset + RTATTR.size:offset + length]
+        kind &= 0x3FFF
+        if not kinds or kind in kinds:
+            spans[kind] = (at + asize, at + length)
+        at += (length + 3) & ~3
+    return spans
+
+
+def messages(data: bytes | memoryview, seq: int) -> Iterator[tuple[int, int, int]]:
+    """(type, payload start, payload end) of each netlink message in ``data`` that answers
+    request ``seq`` (an acknowledgement is an NLMSG_ERROR of code 0); NetlinkError for a
+    malformed message or a refusal."""
+    offset, size, hsize = 0, len(data), NLMSGHDR.size
+    while offset + hsize <= size:
+        length, kind, _, msg_seq, _ = NLMSGHDR.unpack_from(data, offset)
+        if length < hsize:
+            raise NetlinkError("netlink: malformed message")
+        start, end = offset + hsize, offset + length
         offset += (length + 3) & ~3
-    return found
+        if msg_seq != seq:
+            continue
+        if kind == NLMSG_ERROR:
+            code = -struct.unpack_from("=i", data, start)[0]
+            if code:
+                raise NetlinkError(code, f"netlink: {os.strerror(code)}")
+        yield kind, start, end
 
 
 class Socket:
@@ -79,24 +111,10 @@ class Socket:
         NLMSG_DONE or an acknowledgement; NetlinkError when the kernel refused."""
         while True:
             data = memoryview(self._sock.recv(RECV_BYTES))
-            offset = 0
-            while offset + NLMSGHDR.size <= len(data):
-                length, kind, _, seq, _ = NLMSGHDR.unpack_from(data, offset)
-                if length < NLMSGHDR.size:
-                    raise NetlinkError("netlink: malformed message")
-                payload = data[offset + NLMSGHDR.size:offset + length]
-                offset += (length + 3) & ~3
-                if seq != self._seq:
-                    continue
+            for kind, start, end in messages(data, self._seq):
                 if kind == NLMSG_DONE:
                     return
-                if kind == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", payload)[0]
-                    if code:
-                        raise NetlinkError(code, f"netlink: {os.strerror(code)}")
-                    yield kind, payload   # an acknowledgement
-                    continue
-                yield kind, payload
+                yield kind, data[start:end]
 
     def dump(self, msg_type: int, body: bytes) -> list[tuple[int, memoryview]]:
         """Send one dump request; every answer as (message type, payload after nlmsghdr)."""
@@ -143,33 +161,19 @@ def root_qdisc_counters(data: bytes, seq: int, want: bytes,
     One pass over the raw answers (telemetry reads the 1,536 queues of a 64 x 8 fabric
     ten times a second): a child qdisc is skipped on its tcmsg alone, and of a root's
     attributes only its kind and the nested statistics are looked at."""
-    header, hsize, tsize = NLMSGHDR.unpack_from, NLMSGHDR.size, TCMSG.size
-    offset, size = 0, len(data)
-    while offset + hsize <= size:
-        length, msg_type, _, msg_seq, _ = header(data, offset)
-        if length < hsize:
-            raise NetlinkError("netlink: malformed message")
-        start, end = offset + hsize, offset + length
-        offset += (length + 3) & ~3
-        if msg_seq != seq:
-            continue
+    for msg_type, start, end in messages(data, seq):
         if msg_type == NLMSG_DONE:
             return True
-        if msg_type == NLMSG_ERROR:
-            code = -struct.unpack_from("=i", data, start)[0]
-            if code:
-                raise NetlinkError(code, f"netlink: {os.strerror(code)}")
-            continue
         if msg_type != RTM_NEWQDISC:
             continue
         _, index, _, parent, _ = TCMSG.unpack_from(data, start)
         if parent != TC_H_ROOT:
             continue
-        top = _attribute_spans(data, start + tsize, end, TCA_KIND, TCA_STATS2)
+        top = attribute_spans(data, start + TCMSG.size, end, TCA_KIND, TCA_STATS2)
         kind, stats2 = top.get(TCA_KIND), top.get(TCA_STATS2)
         if kind is None or stats2 is None or data[kind[0]:kind[1]] != want:
             continue
-        nested = _attribute_spans(data, stats2[0], stats2[1], TCA_STATS_BASIC, TCA_STATS_QUEUE)
+        nested = attribute_spans(data, stats2[0], stats2[1], TCA_STATS_BASIC, TCA_STATS_QUEUE)
         basic, queue = nested.get(TCA_STATS_BASIC), nested.get(TCA_STATS_QUEUE)
         if basic is None or queue is None:
             raise NetlinkError(f"netlink: root qdisc of ifindex {index} has no basic or "
@@ -178,20 +182,3 @@ def root_qdisc_counters(data: bytes, seq: int, want: bytes,
         qlen, backlog, drops, _, _ = STATS_QUEUE.unpack_from(data, queue[0])
         found[index] = (sent_bytes, packets, drops, backlog, qlen)
     return False
-
-
-def _attribute_spans(data: bytes, at: int, end: int, *kinds: int) -> dict[int, tuple[int, int]]:
-    """(start, end) of the payload of each attribute of ``kinds`` between ``at`` and
-    ``end`` (the NLA flags masked off; the scan stops at a malformed attribute)."""
-    spans = {}
-    rtattr, asize = RTATTR.unpack_from, RTATTR.size
-    while at + asize <= end:
-        length, kind = rtattr(data, at)
-        if length < asize:
-            break
-        kind &= 0x3FFF
-        if kind in kinds:
-            spans[kind] = (at + asize, at + length)
-        at += (length + 3) & ~3
-    return spans
-

@@ -67,12 +67,11 @@ def _write(packet: dict[str, Any], register: str, ofs_nbits: int, value: int) ->
 
 @dataclass(frozen=True)
 class Entry:
-    """One flow entry as installed: priority, match fields, instructions, cookie."""
+    """One flow entry as installed: priority, match fields, instructions."""
 
     priority: int
     match: tuple
     instructions: tuple
-    cookie: int = 0
 
 
 class OFPipeline:
@@ -98,16 +97,14 @@ class OFPipeline:
         if message.command == ofp.OFPFC_ADD:
             entries = self.tables.setdefault(message.table_id, {})
             entries[(message.priority, match)] = Entry(message.priority, match,
-                                                       tuple(message.instructions), message.cookie)
+                                                       tuple(message.instructions))
         elif message.command == ofp.OFPFC_DELETE_STRICT:
             for table in tables:
                 self.tables.get(table, {}).pop((message.priority, match), None)
         elif message.command == ofp.OFPFC_DELETE:
             for table in tables:
                 entries = self.tables.get(table, {})
-                mask = message.cookie_mask  # OpenFlow: only entries whose cookie matches
-                for key in [k for k, e in entries.items() if set(match) <= set(e.match)
-                            and e.cookie & mask == message.cookie & mask]:
+                for key in [k for k, e in entries.items() if set(match) <= set(e.match)]:
                     del entries[key]
         else:
             raise PipelineError(f"flow mod command {message.command}")

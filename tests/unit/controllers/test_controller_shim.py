@@ -17,6 +17,8 @@ from controllers.core.intents import (Bucket, ClearSwitch, FlowRule, Group, Outp
                                       ToController, ToGroup)
 from controllers.openflow.ofmsgs import (HASH_SLOTS, HASH_TABLE, hash_slots, switch_hash_basis,
                                to_ofmsgs)
+from tests.unit.controllers.fakeofpipeline import OFPipeline
+from tests.unit.controllers.fakeoftable import field_matches
 from topologies import load
 from topologies.export import save
 
@@ -139,6 +141,20 @@ def test_equal_buckets_take_one_masked_entry_per_residue_with_the_same_slot_mapp
     # A bucket set whose copies do not divide the slots keeps one entry per slot.
     three = Group(DPID, 3, "select", (Bucket(1), Bucket(2), Bucket(3)))
     assert [m.match["reg0"] for m in serialize(to_ofmsgs(dp, [three]))] == list(range(HASH_SLOTS))
+
+
+def test_a_modified_group_changes_layout_without_overlapping_entries():
+    # 4 ports (4 masked entries) -> 3 (one entry per slot) -> 2 (2 masked): after each
+    # modify every slot hits exactly one entry, on the port hash_slots gives it.
+    dp, table = fake_datapath(), OFPipeline(field_matches)
+    for command, ports in (("add", (1, 2, 3, 4)), ("modify", (1, 2, 3)), ("modify", (1, 2))):
+        group = Group(DPID, 3, "select", tuple(Bucket(port) for port in ports), command)
+        for message in to_ofmsgs(dp, [group]):
+            table.apply(message)
+        for slot, port in enumerate(hash_slots(group.buckets)):
+            entry = table.lookup(HASH_TABLE, {"reg0": slot, "reg1": 3})  # raises on overlap
+            assert entry.instructions[0].actions[0].port == port
+
 
 
 def test_hash_slots_follow_weights_and_interleave():
