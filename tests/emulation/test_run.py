@@ -125,9 +125,12 @@ def test_offered_load_beyond_the_machine_is_untrusted(tmp_path):
                      limits={"run_timeout_s": 120})
     summary = run_spec(data, tmp_path)
     assert summary["trusted"] is False
-    # Untrusted because the machine could not keep up, not for any other reason.
+    # Untrusted because the machine could not keep up, not for any other reason: CPU or
+    # forwarding thread saturated, NICs late, or (seen once in CI, with neither saturated
+    # in enough one-second samples) packets held in the emulator beyond the modelled queues.
     reasons = summary["fidelity"]["reasons"]
     assert any(r.startswith(("CPU-bound", "datapath-bound", "NIC agents fell behind"))
+               or "the emulator itself (NIC agents or datapath) queued" in r
                for r in reasons), reasons
 
 
