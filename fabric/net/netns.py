@@ -2,12 +2,16 @@
 
 Used for what has no batch tool: transmit-checksum offload (PLATFORM.md: TCP
 over veth stalls on the userspace datapath unless it is off), sysctls and
-interface statistics, all through pyroute2 (setns, ethtool ioctls, rtnetlink).
+interface statistics: pyroute2 (setns, rtnetlink) and plain ethtool ioctls.
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import os
+import socket
+import struct
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
@@ -17,8 +21,11 @@ from pyroute2.ethtool import Ethtool
 
 from fabric.net.sh import FabricError
 
-#: ethtool features turned off as `ethtool -K IF tx off` does (TSO goes with tx checksums).
-TX_OFFLOADS = ("tx-checksumming", "tcp-segmentation-offload")
+#: Legacy ethtool ioctl commands turning off what `ethtool -K IF tx off tso off` does: one
+#: system call each (pyroute2's Ethtool reads the feature strings first, ~15x slower, which
+#: counts at a thousand interfaces).
+ETHTOOL_STXCSUM, ETHTOOL_STSO = 0x17, 0x1F
+SIOCETHTOOL = 0x8946
 
 
 @contextmanager
@@ -45,18 +52,17 @@ def in_netns(name: str | None) -> Iterator[None]:
 
 def disable_tx_checksum(intfs: Iterable[str], netns: str | None = None) -> None:
     """Turn transmit checksum offload (and with it TSO) off on each interface."""
-    with in_netns(netns):
-        ethtool = Ethtool()
-        try:
-            for intf in intfs:
-                for feature in TX_OFFLOADS:
-                    try:
-                        ethtool.set_offload_flag(intf, feature, False)
-                    except OSError as exc:
-                        raise FabricError(f"{netns or 'root'}:{intf}: {feature} off failed: "
-                                          f"{exc.strerror}") from None
-        finally:
-            ethtool.close()
+    with in_netns(netns), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for intf in intfs:
+            for command, feature in ((ETHTOOL_STXCSUM, "tx-checksumming"),
+                                     (ETHTOOL_STSO, "tcp-segmentation-offload")):
+                value = ctypes.create_string_buffer(struct.pack("II", command, 0))
+                request = struct.pack("16sP", intf.encode(), ctypes.addressof(value))
+                try:
+                    fcntl.ioctl(sock, SIOCETHTOOL, request)
+                except OSError as exc:
+                    raise FabricError(f"{netns or 'root'}:{intf}: {feature} off failed: "
+                                      f"{exc.strerror}") from None
 
 
 def tx_checksum_enabled(intf: str, netns: str | None = None) -> bool:

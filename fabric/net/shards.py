@@ -164,7 +164,11 @@ class Shard:
         env["LD_PRELOAD"] = " ".join(preload)
         run(exec_ns + [_tool("ovs-vswitchd"), self.db, f"--pidfile={self.vswitchd_pidfile}",
                             f"--unixctl={d}/ovs-vswitchd.ctl",
-                            f"--log-file={d}/ovs-vswitchd.log", "--detach"], env=env)
+                            f"--log-file={d}/ovs-vswitchd.log", "--detach",
+                            # No tunnels here: without it every link event in the
+                            # namespace re-reads every interface's addresses (getifaddrs
+                            # under the rtnl lock all namespaces share).
+                            "--disable-system-route"], env=env)
         deadline = time.monotonic() + START_TIMEOUT_S
         while self.vswitchd_pid() is None:
             if time.monotonic() > deadline:
