@@ -13,7 +13,8 @@ of an older commit, this is that commit's datapath), ``glibc`` (one ovs-vswitchd
 glibc's allocator), ``tcmalloc`` (one ovs-vswitchd, tcmalloc: today's default),
 ``4-shards`` (four ovs-vswitchd, tcmalloc), ``python-nic`` (the NIC's Python reference
 datapath), ``compiled-nic`` (its compiled datapath, the default) and ``no-pollgate``
-(ovs-vswitchd without fabric/net/pollgate.so).
+(ovs-vswitchd without fabric/net/pollgate.so), ``no-focus`` (telemetry without the
+focus reads of backlogged queues between rounds).
 
 For every (fabric, workload, variant) the rates are tried lowest first, each
 ``--repeat`` times; a rate counts as trusted when every repetition was, and
@@ -56,7 +57,8 @@ VARIANTS = {"defaults": {},
             "4-shards": {"emulator": {"ovs_shards": 4, "ovs_allocator": "tcmalloc"}},
             "python-nic": {"transport": {"nic": "python"}},
             "compiled-nic": {"transport": {"nic": "compiled"}},
-            "no-pollgate": {"emulator": {"ovs_pollgate": False}}}
+            "no-pollgate": {"emulator": {"ovs_pollgate": False}},
+            "no-focus": {"telemetry": {"focus_hz": 0}}}
 
 
 def fabric_spec(fabric: str) -> FabricSpec:

@@ -87,7 +87,8 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
             by_netns: dict[str | None, set[str]] = {}
             for port in switch_ports:
                 by_netns.setdefault(port.netns, set()).add(port.dev)
-            sampler = PortSampler(by_netns, experiment.telemetry_rate_hz)
+            sampler = PortSampler(by_netns, experiment.telemetry_rate_hz,
+                                  experiment.telemetry_focus_hz)
             groups = {"agents": [proc.pid for proc in fleet.procs.values()],
                       "controller": [net.controller.proc.pid] if net.controller else [],
                       "harness": [os.getpid()]}

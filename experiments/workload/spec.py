@@ -18,7 +18,8 @@ Schema (full reference with examples: docs/spec.md; `json_schema()` for checkers
                   microbatches (1..1000, sendrecv only, 1)
     [transport]   kind (roce|tcp, "roce"), window_packets (1..4096, 32),
                   rto_ms (0.1..10000, 200), ack_every (1..window_packets, 8)
-    [telemetry]   rate_hz (1..100, 10), delay_sample_every (>= 1, 1), capture (servers
+    [telemetry]   rate_hz (1..100, 10), focus_hz (0..1000, 50; 0 = off),
+                  delay_sample_every (>= 1, 1), capture (servers
                   and links to write pcaps of, [])
     [limits]      run_timeout_s (1..86400, 120), max_offered_fraction (0 < x <= 1)
     [emulator]    ovs_shards (0..64, 0 = auto: one private ovs-vswitchd),
@@ -144,6 +145,7 @@ class Experiment:
     stats_interval_ms: float = 200.0
     transport: Transport = Transport()
     telemetry_rate_hz: float = 10.0
+    telemetry_focus_hz: float = 50.0
     delay_sample_every: int = 1
     run_timeout_s: float = 120.0
     max_offered_fraction: float | None = None
@@ -373,6 +375,8 @@ class TelemetryTable(Table):
     """[telemetry]: port sampling rate and one-way delay sampling."""
 
     rate_hz: Annotated[float, Range(1, 100)] = 10.0
+    #: Backlogged queues are read again at this rate between rounds (0: no focus reads).
+    focus_hz: Annotated[float, Range(0, 1000)] = 50.0
     delay_sample_every: Annotated[int, Range(1)] = 1
     #: Servers (each NIC) and links to write pcaps of (fabric/measure/captures.py).
     capture: list[str] = []
@@ -527,6 +531,7 @@ def from_dict(data: Mapping[str, Any], source: str = "") -> Experiment:
         seed=spec.experiment.seed, description=spec.experiment.description,
         algorithm=spec.controller.algorithm, stats_interval_ms=spec.controller.stats_interval_ms,
         transport=spec.transport.to_transport(), telemetry_rate_hz=spec.telemetry.rate_hz,
+        telemetry_focus_hz=spec.telemetry.focus_hz,
         delay_sample_every=spec.telemetry.delay_sample_every,
         run_timeout_s=spec.limits.run_timeout_s,
         max_offered_fraction=spec.limits.max_offered_fraction,

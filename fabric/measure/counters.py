@@ -63,6 +63,9 @@ def fidelity_measurements(net: Network, cpu: CpuSampler, sampler: PortSampler) -
                                  for name, series in sorted(cpu.ovs_busy_by.items())},
         "telemetry_hz": round(sampler.achieved_rate_hz(), 2),
         "telemetry_target_hz": sampler.rate_hz,
+        "telemetry_focus_hz": sampler.focus_hz,
+        "telemetry_focus_reads": sampler.focus_reads,
+        "telemetry_focus_error": sampler.focus_error,
         "ovs_send_buffer_bytes": (ovs.send_buffer_bytes([s.netns for s in net.shards])
                                   if userspace else None),
         "peak_total_backlog_bytes": sampler.peak_total_backlog(),

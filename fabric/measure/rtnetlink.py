@@ -1,4 +1,4 @@
-"""The two rtnetlink dumps telemetry needs (qdisc counters, interface names), decoded with struct.
+"""The rtnetlink reads telemetry needs (qdisc counters, interface names), decoded with struct.
 
 Linux's uapi layouts: ``nlmsghdr`` (linux/netlink.h), ``tcmsg`` and the
 ``TCA_*`` attributes (linux/rtnetlink.h, linux/pkt_sched.h), ``gnet_stats_*``
@@ -17,7 +17,7 @@ from typing import Iterator
 NETLINK_ROUTE = 0
 RTM_GETLINK, RTM_NEWLINK = 18, 16
 RTM_GETQDISC, RTM_NEWQDISC = 38, 36
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLM_F_REQUEST, NLM_F_ECHO, NLM_F_DUMP = 0x1, 0x8, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 TCA_KIND, TCA_STATS2 = 1, 7
 TCA_STATS_BASIC, TCA_STATS_QUEUE = 1, 3
@@ -137,6 +137,22 @@ class Socket:
         want = kind.encode() + b"\0"
         while not root_qdisc_counters(self._sock.recv(RECV_BYTES), self._seq, want, found):
             pass
+        return found
+
+    def root_qdiscs_of(self, indexes: list[int], kind: str
+                       ) -> dict[int, tuple[int, int, int, int, int]]:
+        """The same counters as `root_qdiscs`, of the root qdiscs of ``indexes`` only: one
+        get request each, all in one send (about 20 us of CPU per device against 6-8 for
+        a device's share of a whole dump: worth it for a few devices of many)."""
+        self._seq += 1
+        request = NLMSGHDR.pack(NLMSGHDR.size + TCMSG.size, RTM_GETQDISC,
+                                NLM_F_REQUEST | NLM_F_ECHO, self._seq, 0)
+        self._sock.send(b"".join(request + TCMSG.pack(0, index, 0, TC_H_ROOT, 0)
+                                 for index in indexes))
+        found: dict[int, tuple[int, int, int, int, int]] = {}
+        want = kind.encode() + b"\0"
+        for _ in indexes:   # one answer each (the root qdisc, or an error if it is gone)
+            root_qdisc_counters(self._sock.recv(RECV_BYTES), self._seq, want, found)
         return found
 
     def link_names(self) -> dict[int, str]:

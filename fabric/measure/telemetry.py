@@ -1,10 +1,16 @@
 """Port telemetry: every switch egress queue's counters, sampled at >= 10 Hz.
 
-One rtnetlink qdisc dump per namespace and sample, over a socket opened once
+One rtnetlink qdisc dump per namespace and round, over a socket opened once
 (`QueueReader`), reads every root htb qdisc of that namespace at
 once (bytes and packets sent, drops, backlog): no process is forked per
 sample (the `tc -s -j` reader it replaced forked one; both are measured in
 benchmarks/telemetry.py).
+
+Between two rounds, the queues the last round found backlogged are read again
+at ``focus_hz`` (one get request each): the link check judges a queue only
+while it stays backlogged, and at 10 Hz a queue that drained and refilled
+between two rounds looked backlogged throughout (a jumbo frame lasts 29 ms at
+2.5 Mb/s; RESULTS.md, "The capacity goal table, where it stands (2026-12-07)").
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from fabric.net.netns import in_netns
 
 #: Seed of the sampling jitter (reproducible sample times relative to the start).
 SAMPLING_SEED = 7
+#: At most this many backlogged queues are read between rounds (largest backlog first):
+#: at ~20 us of CPU a read and 50 reads a second, 32 queues cost ~3 % of a core.
+FOCUS_MAX = 32
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,7 @@ class QueueReader:
         with in_netns(netns):
             self._sock = rtnetlink.Socket()
         self._names: dict[int, str] = {}
+        self._indexes: dict[str, int] = {}
 
     def close(self) -> None:
         """Close the netlink socket."""
@@ -88,6 +98,17 @@ class QueueReader:
             self._names = self._sock.link_names()
             name = self._names.get(index)
         return name
+
+    def read_devices(self, devices: list[str]) -> dict[str, QueueSample]:
+        """A snapshot of only ``devices`` (one get request each; see `rtnetlink.Socket.root_qdiscs_of`)."""
+        if any(dev not in self._indexes for dev in devices):
+            self._names = self._sock.link_names()
+            self._indexes = {name: index for index, name in self._names.items()}
+        wanted = [self._indexes[dev] for dev in devices if dev in self._indexes]
+        before = time.time()
+        qdiscs = self._sock.root_qdiscs_of(wanted, "htb")
+        now = (before + time.time()) / 2
+        return {self._names[index]: QueueSample(now, *stats) for index, stats in qdiscs.items()}
 
     def read(self, devices: set[str] | None = None) -> dict[str, QueueSample]:
         """One snapshot of the namespace's shaped queues (only ``devices`` if given)."""
@@ -114,17 +135,27 @@ class PortSampler:
     """Background sampler of switch egress queues; `series` maps device -> samples.
 
     ``devices`` maps each namespace (an OVS shard's, or None for the root) to the
-    devices sampled there; one netlink dump per namespace per round."""
+    devices sampled there; one netlink dump per namespace per round, at ``rate_hz``.
+    Between rounds, up to ``focus_max`` queues the last round found backlogged are
+    read at ``focus_hz`` until a read finds them empty (0 or <= rate_hz: no focus)."""
 
     devices: dict[str | None, set[str]]
     rate_hz: float = 10.0
+    focus_hz: float = 0.0
+    focus_max: int = FOCUS_MAX
     series: dict[str, list[QueueSample]] = field(default_factory=dict)
     missed: int = 0
+    #: Reads of backlogged queues between rounds, and why focusing stopped (if it did).
+    focus_reads: int = 0
+    focus_error: str | None = None
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="port-sampler", daemon=True)
         self._readers = {ns: QueueReader(ns) for ns in self.devices}
+        self._watched: dict[str | None, list[str]] = {}
+        self._round_times: list[float] = []
+        self._round_backlogs: list[int] = []
 
     def __enter__(self) -> "PortSampler":
         self._thread.start()
@@ -148,39 +179,66 @@ class PortSampler:
         # spaced samples phase-lock with paced NICs: a port fed by two flows paced at
         # 6 frames per 100 ms showed one frame queued in every 100-ms sample for
         # seconds while it sent 87 % of its rate, which looked like a link falling
-        # short. Jittered sampling sees the time average (PASTA).
+        # short. Jittered sampling sees the time average (PASTA). Focus reads too.
         period = 1.0 / self.rate_hz
+        focus = 1.0 / self.focus_hz if self.focus_hz > self.rate_hz else None
         rng = random.Random(SAMPLING_SEED)
         next_tick = time.monotonic()
         while not self._stop.is_set():
-            self._record()
-            next_tick += period * rng.uniform(0.5, 1.5)
-            delay = next_tick - time.monotonic()
-            if delay < 0:  # fell behind: count it, do not burst
-                self.missed += 1
-                next_tick = time.monotonic()
+            if time.monotonic() >= next_tick:
+                self._record()
+                next_tick += period * rng.uniform(0.5, 1.5)
+                if next_tick < time.monotonic():  # fell behind: count it, do not burst
+                    self.missed += 1
+                    next_tick = time.monotonic()
             else:
-                self._stop.wait(delay)
+                self._record_focus()
+            wake = next_tick
+            if focus is not None and self.focus_error is None and any(self._watched.values()):
+                wake = min(wake, time.monotonic() + focus * rng.uniform(0.5, 1.5))
+            self._stop.wait(max(0.0, wake - time.monotonic()))
 
     def _record(self) -> None:
+        """One round: every queue of every namespace; the backlogged ones are watched."""
+        backlogged: list[tuple[int, str | None, str]] = []
+        total = 0
         for ns, reader in self._readers.items():
             for dev, sample in reader.read(self.devices[ns]).items():
                 self.series.setdefault(dev, []).append(sample)
+                total += sample.backlog_bytes
+                if sample.backlog_bytes:
+                    backlogged.append((-sample.backlog_bytes, ns, dev))
+        self._round_times.append(time.monotonic())
+        self._round_backlogs.append(total)
+        self._watched = {}
+        for _, ns, dev in sorted(backlogged, key=lambda item: item[0])[:self.focus_max]:
+            self._watched.setdefault(ns, []).append(dev)
+
+    def _record_focus(self) -> None:
+        """Read the watched queues again; a queue found empty is no longer watched."""
+        for ns, devices in list(self._watched.items()):
+            if not devices:
+                continue
+            try:
+                samples = self._readers[ns].read_devices(devices)
+            except OSError as exc:   # e.g. a device gone: rounds go on, focusing stops
+                self.focus_error = f"{ns or 'root'}: {exc}"
+                self._watched = {}
+                return
+            self.focus_reads += len(samples)
+            for dev, sample in samples.items():
+                self.series.setdefault(dev, []).append(sample)
+            self._watched[ns] = [dev for dev in devices
+                                 if dev in samples and samples[dev].backlog_bytes]
 
     def peak_total_backlog(self) -> int:
         """Largest sum of all sampled queues' backlogs seen in one telemetry round."""
-        rounds: dict[int, int] = {}
-        for series in self.series.values():
-            for index, sample in enumerate(series):
-                rounds[index] = rounds.get(index, 0) + sample.backlog_bytes
-        return max(rounds.values(), default=0)
+        return max(self._round_backlogs, default=0)
 
     def achieved_rate_hz(self) -> float:
-        """Samples per second actually taken (median over devices)."""
-        counts = sorted(
-            (len(s) - 1) / (s[-1].time - s[0].time)
-            for s in self.series.values() if len(s) > 1 and s[-1].time > s[0].time)
-        return counts[len(counts) // 2] if counts else 0.0
+        """Rounds (every queue read) per second actually taken."""
+        times = self._round_times
+        return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
 
 
 def delta(series: list[QueueSample]) -> QueueSample:

@@ -105,6 +105,14 @@ def test_netlink_telemetry_reads_what_tc_reads(small_fabric):
             assert 0 <= slow[dev].sent_bytes - sample.sent_bytes < 10**6, dev
             assert slow[dev].drops == sample.drops, dev
             moved += sample.sent_packets
+        # Focus reads (one get request per queue) see the same counters as the dump.
+        with QueueReader(shard.netns) as reader:
+            some = sorted(fast)[:5]
+            again = reader.read_devices(some + ["no-such-queue"])
+        assert sorted(again) == some
+        for dev in some:
+            assert 0 <= again[dev].sent_bytes - fast[dev].sent_bytes < 10**6, dev
+            assert again[dev].drops == fast[dev].drops, dev
     assert moved > 0
 
 

@@ -19,6 +19,7 @@ from fabric.net.cleanup import list_netns, netns_pids
 from fabric.net.names import prefix_of_netns
 from fabric.net.shaping import Shape, tc_lines
 from fabric.net.sh import batch
+from topologies.export import load_json
 from tests.emulation.conftest import NOTHING, SESSION_PREFIXES, railcc_leftovers
 
 pytestmark = pytest.mark.emulation
@@ -113,6 +114,13 @@ def test_allreduce_busbw_follows_the_slowest_link(tmp_path):
     delivered_everything(tmp_path)
     busbw = summary["rows"][0]["busbw_Mbps"]
     assert abs(busbw - slow_mbps) <= 0.10 * slow_mbps, busbw
+    # The link was slowed behind the guard's back (the run still says 10 Mb/s): the link
+    # check must see its queue backlogged and sending half its rate, focus reads or not.
+    nic = load_json(tmp_path / "topology.json").nics_of("h1")[0]
+    shortfalls = summary["fidelity"]["checks"]["link_rate_errors"]
+    assert any(s.startswith(f"{nic.tor}:{nic.tor_port} sent") for s in shortfalls), shortfalls
+    measured = json.loads((tmp_path / "fidelity.json").read_text())
+    assert measured["telemetry_focus_reads"] > 0 and measured["telemetry_focus_error"] is None
 
 
 def test_offered_load_beyond_the_machine_is_untrusted(tmp_path):

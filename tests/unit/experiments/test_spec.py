@@ -78,6 +78,7 @@ def _set(table: str, **values):
     (_set("telemetry", rate_hz=0), "telemetry.rate_hz: must be 1..100, got 0"),
     (_set("telemetry", rate_hz=101), "telemetry.rate_hz: must be 1..100, got 101"),
     (_set("telemetry", rate_hz="fast"), "telemetry.rate_hz: must be a number, got 'fast'"),
+    (_set("telemetry", focus_hz=-1), "telemetry.focus_hz: must be 0..1000, got -1"),
     (_set("transport", window_packets=0), "transport.window_packets: must be 1..4096, got 0"),
     (_set("transport", ack_every=40), "transport.ack_every: must be 1..32, got 40"),
     (_set("limits", max_offered_fraction=0), "limits.max_offered_fraction: must be > 0, got 0"),
@@ -105,6 +106,7 @@ def test_defaults():
             experiment.transport.rto_ms, experiment.transport.ack_every) == ("roce", 32, 200, 8)
     assert experiment.transport.nic == "compiled"
     assert (experiment.telemetry_rate_hz, experiment.delay_sample_every) == (10, 1)
+    assert experiment.telemetry_focus_hz == 50
     assert (experiment.run_timeout_s, experiment.max_offered_fraction) == (120, None)
     job = experiment.jobs[0]
     assert (job.name, job.placement, job.rails, job.iterations, job.pxn,

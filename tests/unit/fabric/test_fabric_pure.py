@@ -161,3 +161,60 @@ def test_telemetry_samples_at_jittered_intervals_around_the_period():
     assert len(gaps) > 50
     assert min(gaps) < 0.007 and max(gaps) > 0.013  # 0.5..1.5 x the 10 ms period
     assert 0.008 < statistics.mean(gaps) < 0.015
+
+
+class ScriptedQueues:
+    """A QueueReader stand-in: each read returns the next scripted backlog per device."""
+
+    def __init__(self, backlogs: dict[str, list[int]]) -> None:
+        self.backlogs = backlogs
+        self.focus_calls: list[list[str]] = []
+        self.fail = False
+
+    def _sample(self, dev: str) -> QueueSample:
+        backlog = self.backlogs[dev].pop(0)
+        return QueueSample(time.time(), 0, 0, 0, backlog, backlog // 9000)
+
+    def read(self, devices):
+        return {dev: self._sample(dev) for dev in sorted(devices)}
+
+    def read_devices(self, devices):
+        if self.fail:
+            raise OSError(19, "No such device")
+        self.focus_calls.append(list(devices))
+        return {dev: self._sample(dev) for dev in devices}
+
+    def close(self):
+        pass
+
+
+def test_telemetry_reads_the_backlogged_queues_again_between_rounds_until_they_drain():
+    sampler = PortSampler({}, rate_hz=10.0, focus_hz=50.0, focus_max=2)
+    queues = ScriptedQueues({"a": [9000, 9000], "b": [0, 0], "c": [18000, 9000, 0, 0],
+                             "d": [27000, 9000]})
+    sampler.devices, sampler._readers = {"ns": {"a", "b", "c", "d"}}, {"ns": queues}
+    sampler._record()                     # backlogged: d, c, a; watched: the largest two
+    assert sampler._watched == {"ns": ["d", "c"]}
+    queues.backlogs["d"] = [0]
+    sampler._record_focus()               # d drained: no longer read
+    assert queues.focus_calls == [["d", "c"]] and sampler._watched == {"ns": ["c"]}
+    sampler._record_focus()               # c drained: nothing left to read
+    sampler._record_focus()
+    assert queues.focus_calls == [["d", "c"], ["c"]]
+    assert [s.backlog_bytes for s in sampler.series["c"]] == [18000, 9000, 0]
+    assert len(sampler.series["a"]) == len(sampler.series["b"]) == 1
+    # Rounds alone count towards the telemetry rate and the peak of all queues at once.
+    assert sampler.peak_total_backlog() == 54000 and sampler.focus_reads == 3
+
+
+def test_telemetry_stops_focus_reads_on_an_error_and_keeps_its_rounds():
+    sampler = PortSampler({}, rate_hz=10.0, focus_hz=50.0)
+    queues = ScriptedQueues({"a": [9000, 9000]})
+    sampler.devices, sampler._readers = {"ns": {"a"}}, {"ns": queues}
+    sampler._record()
+    queues.fail = True
+    sampler._record_focus()
+    assert sampler.focus_error == "ns: [Errno 19] No such device"
+    assert sampler._watched == {}
+    sampler._record()
+    assert len(sampler.series["a"]) == 2
