@@ -88,7 +88,8 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
             for port in switch_ports:
                 by_netns.setdefault(port.netns, set()).add(port.dev)
             sampler = PortSampler(by_netns, experiment.telemetry_rate_hz,
-                                  experiment.telemetry_focus_hz)
+                                  experiment.telemetry_focus_hz,
+                                  {port.dev: port.capacity_mbps for port in switch_ports})
             groups = {"agents": [proc.pid for proc in fleet.procs.values()],
                       "controller": [net.controller.proc.pid] if net.controller else [],
                       "harness": [os.getpid()]}

@@ -6,10 +6,10 @@ once (bytes and packets sent, drops, backlog): no process is forked per
 sample (the `tc -s -j` reader it replaced forked one; both are measured in
 benchmarks/telemetry.py).
 
-Between two rounds, the queues the last round found backlogged are read again
-at ``focus_hz`` (one get request each): the link check judges a queue only
-while it stays backlogged, and at 10 Hz a queue that drained and refilled
-between two rounds looked backlogged throughout (a jumbo frame lasts 29 ms at
+Between two rounds, a queue found backlogged is read again (one get request)
+when it could first have drained, until a read finds it empty: the link check
+judges a queue only while it stays backlogged, and at 10 Hz a queue that
+drained and refilled between two rounds looked backlogged throughout (a jumbo frame lasts 29 ms at
 2.5 Mb/s; RESULTS.md, "The capacity goal table, where it stands (2026-12-07)").
 """
 
@@ -27,8 +27,8 @@ from fabric.net.netns import in_netns
 
 #: Seed of the sampling jitter (reproducible sample times relative to the start).
 SAMPLING_SEED = 7
-#: At most this many backlogged queues are read between rounds (largest backlog first):
-#: at ~20 us of CPU a read and 50 reads a second, 32 queues cost ~3 % of a core.
+#: At most this many queues are read at a time between rounds (earliest due first), at
+#: most focus_hz times a second: at ~20 us of CPU a read, 32 at 50 Hz cost ~3 % of a core.
 FOCUS_MAX = 32
 
 
@@ -136,12 +136,16 @@ class PortSampler:
 
     ``devices`` maps each namespace (an OVS shard's, or None for the root) to the
     devices sampled there; one netlink dump per namespace per round, at ``rate_hz``.
-    Between rounds, up to ``focus_max`` queues the last round found backlogged are
-    read at ``focus_hz`` until a read finds them empty (0 or <= rate_hz: no focus)."""
+
+    Between rounds a backlogged queue is read again when it could first have
+    drained: its backlog's time at its rate (``rates_mbps``), at least
+    1/``focus_hz`` after the read before (0 or <= rate_hz: no focus reads), until a
+    read finds it empty; at most ``focus_max`` reads at a time, earliest due first."""
 
     devices: dict[str | None, set[str]]
     rate_hz: float = 10.0
     focus_hz: float = 0.0
+    rates_mbps: dict[str, float] = field(default_factory=dict)
     focus_max: int = FOCUS_MAX
     series: dict[str, list[QueueSample]] = field(default_factory=dict)
     missed: int = 0
@@ -153,7 +157,10 @@ class PortSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="port-sampler", daemon=True)
         self._readers = {ns: QueueReader(ns) for ns in self.devices}
-        self._watched: dict[str | None, list[str]] = {}
+        self._focus_s = 1.0 / self.focus_hz if self.focus_hz > self.rate_hz else None
+        self._rng = random.Random(SAMPLING_SEED)
+        #: (namespace, device) -> when to read it again (monotonic s).
+        self._due: dict[tuple[str | None, str], float] = {}
         self._round_times: list[float] = []
         self._round_backlogs: list[int] = []
 
@@ -179,57 +186,68 @@ class PortSampler:
         # spaced samples phase-lock with paced NICs: a port fed by two flows paced at
         # 6 frames per 100 ms showed one frame queued in every 100-ms sample for
         # seconds while it sent 87 % of its rate, which looked like a link falling
-        # short. Jittered sampling sees the time average (PASTA). Focus reads too.
+        # short. Jittered sampling sees the time average (PASTA).
         period = 1.0 / self.rate_hz
-        focus = 1.0 / self.focus_hz if self.focus_hz > self.rate_hz else None
-        rng = random.Random(SAMPLING_SEED)
         next_tick = time.monotonic()
         while not self._stop.is_set():
             if time.monotonic() >= next_tick:
                 self._record()
-                next_tick += period * rng.uniform(0.5, 1.5)
+                next_tick += period * self._rng.uniform(0.5, 1.5)
                 if next_tick < time.monotonic():  # fell behind: count it, do not burst
                     self.missed += 1
                     next_tick = time.monotonic()
             else:
                 self._record_focus()
-            wake = next_tick
-            if focus is not None and self.focus_error is None and any(self._watched.values()):
-                wake = min(wake, time.monotonic() + focus * rng.uniform(0.5, 1.5))
+            wake = min([next_tick, *self._due.values()])
             self._stop.wait(max(0.0, wake - time.monotonic()))
 
+    def _again_at(self, now: float, dev: str, sample: QueueSample) -> float:
+        """When a queue read now with this backlog could first have drained (jittered
+        up to half as late again), never sooner than one focus period."""
+        mbps = self.rates_mbps.get(dev)
+        drain = sample.backlog_bytes * 8 / (mbps * 1e6) if mbps else 0.0
+        return now + max(self._focus_s, drain) * self._rng.uniform(1.0, 1.5)
+
     def _record(self) -> None:
-        """One round: every queue of every namespace; the backlogged ones are watched."""
-        backlogged: list[tuple[int, str | None, str]] = []
+        """One round: every queue of every namespace; the backlogged ones fall due."""
         total = 0
+        due: dict[tuple[str | None, str], float] = {}
         for ns, reader in self._readers.items():
             for dev, sample in reader.read(self.devices[ns]).items():
                 self.series.setdefault(dev, []).append(sample)
                 total += sample.backlog_bytes
-                if sample.backlog_bytes:
-                    backlogged.append((-sample.backlog_bytes, ns, dev))
+                if sample.backlog_bytes and self._focus_s and self.focus_error is None:
+                    due[(ns, dev)] = self._again_at(time.monotonic(), dev, sample)
         self._round_times.append(time.monotonic())
         self._round_backlogs.append(total)
-        self._watched = {}
-        for _, ns, dev in sorted(backlogged, key=lambda item: item[0])[:self.focus_max]:
-            self._watched.setdefault(ns, []).append(dev)
+        self._due = due
 
     def _record_focus(self) -> None:
-        """Read the watched queues again; a queue found empty is no longer watched."""
-        for ns, devices in list(self._watched.items()):
-            if not devices:
-                continue
+        """Read the queues that are due again (earliest first); one found empty is done."""
+        now = time.monotonic()
+        ready = sorted((when, key) for key, when in self._due.items() if when <= now)
+        by_ns: dict[str | None, list[str]] = {}
+        for _, (ns, dev) in ready[:self.focus_max]:
+            by_ns.setdefault(ns, []).append(dev)
+        for ns, devices in by_ns.items():
             try:
                 samples = self._readers[ns].read_devices(devices)
             except OSError as exc:   # e.g. a device gone: rounds go on, focusing stops
                 self.focus_error = f"{ns or 'root'}: {exc}"
-                self._watched = {}
+                self._due = {}
                 return
             self.focus_reads += len(samples)
-            for dev, sample in samples.items():
-                self.series.setdefault(dev, []).append(sample)
-            self._watched[ns] = [dev for dev in devices
-                                 if dev in samples and samples[dev].backlog_bytes]
+            now = time.monotonic()
+            for dev in devices:
+                sample = samples.get(dev)
+                if sample is not None:
+                    self.series.setdefault(dev, []).append(sample)
+                if sample is None or not sample.backlog_bytes:
+                    del self._due[(ns, dev)]
+                else:
+                    self._due[(ns, dev)] = self._again_at(now, dev, sample)
+        for _, key in ready[self.focus_max:]:   # over the cap: wait one focus period
+            self._due[key] = max(self._due[key], now + self._focus_s)
 
     def peak_total_backlog(self) -> int:
         """Largest sum of all sampled queues' backlogs seen in one telemetry round."""

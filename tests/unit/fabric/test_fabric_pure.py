@@ -188,23 +188,42 @@ class ScriptedQueues:
         pass
 
 
-def test_telemetry_reads_the_backlogged_queues_again_between_rounds_until_they_drain():
-    sampler = PortSampler({}, rate_hz=10.0, focus_hz=50.0, focus_max=2)
-    queues = ScriptedQueues({"a": [9000, 9000], "b": [0, 0], "c": [18000, 9000, 0, 0],
-                             "d": [27000, 9000]})
+def test_telemetry_reads_a_backlogged_queue_again_when_it_could_have_drained():
+    sampler = PortSampler({}, rate_hz=10.0, focus_hz=50.0, focus_max=2,
+                          rates_mbps={dev: 2.5 for dev in "abcd"})
+    queues = ScriptedQueues({"a": [9000, 9000, 0], "b": [0], "c": [90000], "d": [1000, 0]})
     sampler.devices, sampler._readers = {"ns": {"a", "b", "c", "d"}}, {"ns": queues}
-    sampler._record()                     # backlogged: d, c, a; watched: the largest two
-    assert sampler._watched == {"ns": ["d", "c"]}
-    queues.backlogs["d"] = [0]
-    sampler._record_focus()               # d drained: no longer read
-    assert queues.focus_calls == [["d", "c"]] and sampler._watched == {"ns": ["c"]}
-    sampler._record_focus()               # c drained: nothing left to read
+    before = time.monotonic()
+    sampler._record()
+    due = {dev: when - before for (_, dev), when in sampler._due.items()}
+    # One jumbo frame lasts 28.8 ms at 2.5 Mb/s; 90 kB, 288 ms; never sooner than 20 ms.
+    assert set(due) == {"a", "c", "d"}
+    assert 0.0288 <= due["a"] < 0.0288 * 1.5 + 0.01 and 0.288 <= due["c"] < 0.45
+    assert 0.020 <= due["d"] < 0.031
+    sampler._due[("ns", "a")] = sampler._due[("ns", "d")] = 0.0   # both due now
+    sampler._record_focus()            # d drained: done; a still backlogged: due again
+    assert queues.focus_calls == [["a", "d"]]
+    assert set(sampler._due) == {("ns", "a"), ("ns", "c")}
+    assert sampler._due[("ns", "a")] >= time.monotonic() + 0.02
+    sampler._record_focus()            # nothing due yet: nothing read
+    assert queues.focus_calls == [["a", "d"]]
+    sampler._due[("ns", "a")] = 0.0
     sampler._record_focus()
-    assert queues.focus_calls == [["d", "c"], ["c"]]
-    assert [s.backlog_bytes for s in sampler.series["c"]] == [18000, 9000, 0]
-    assert len(sampler.series["a"]) == len(sampler.series["b"]) == 1
+    assert [s.backlog_bytes for s in sampler.series["a"]] == [9000, 9000, 0]
+    assert len(sampler.series["b"]) == len(sampler.series["c"]) == 1
     # Rounds alone count towards the telemetry rate and the peak of all queues at once.
-    assert sampler.peak_total_backlog() == 54000 and sampler.focus_reads == 3
+    assert sampler.peak_total_backlog() == 100000 and sampler.focus_reads == 3
+
+
+def test_telemetry_reads_at_most_focus_max_queues_at_a_time_earliest_first():
+    sampler = PortSampler({}, rate_hz=10.0, focus_hz=50.0, focus_max=1)
+    queues = ScriptedQueues({"a": [9000, 9000], "b": [9000, 9000]})
+    sampler.devices, sampler._readers = {"ns": {"a", "b"}}, {"ns": queues}
+    sampler._record()
+    sampler._due = {("ns", "a"): 2.0, ("ns", "b"): 1.0}
+    sampler._record_focus()
+    assert queues.focus_calls == [["b"]]
+    assert sampler._due[("ns", "a")] >= time.monotonic() + 0.019   # waits its turn
 
 
 def test_telemetry_stops_focus_reads_on_an_error_and_keeps_its_rounds():
@@ -213,8 +232,9 @@ def test_telemetry_stops_focus_reads_on_an_error_and_keeps_its_rounds():
     sampler.devices, sampler._readers = {"ns": {"a"}}, {"ns": queues}
     sampler._record()
     queues.fail = True
+    sampler._due[("ns", "a")] = 0.0
     sampler._record_focus()
     assert sampler.focus_error == "ns: [Errno 19] No such device"
-    assert sampler._watched == {}
+    assert sampler._due == {}
     sampler._record()
-    assert len(sampler.series["a"]) == 2
+    assert len(sampler.series["a"]) == 2 and sampler._due == {}
