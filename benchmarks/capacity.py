@@ -103,7 +103,9 @@ def one_run(fabric: str, workload: str, mbps: float, seconds: float, variant: st
     except Exception as exc:  # noqa: BLE001  (a failed run is a result too)
         return {"trusted": False, "why": f"run failed: {exc}"[:160]}
     counters = json.loads((out / "counters.json").read_text())
-    split = json.loads((out / "fidelity.json").read_text()).get("cpu_split_s", {})
+    measured = json.loads((out / "fidelity.json").read_text())
+    split = measured.get("cpu_split_s", {})
+    turns = list((measured.get("ovs_turns") or {}).values())
     # Frames per second of the job's traffic window (first send to last delivery); CPU
     # shares over the samplers' lifetime (older run folders have no CPU split).
     start, end = summary["rows"][0].get("window_s") or (0.0, 1.0)
@@ -114,6 +116,9 @@ def one_run(fabric: str, workload: str, mbps: float, seconds: float, variant: st
     return {"trusted": summary["trusted"], "efficiency": summary["rows"][0]["efficiency"],
             "frames_per_s": frames / window, "loss_pct": summary["loss"]["loss_pct"],
             "cores": cores, "busy": split.get("busy", 0.0) / wall,
+            # The slowest shard's main-loop turns (pollgate's stats; none without it).
+            "turn_mean_ms": max((t["mean_us"] / 1e3 for t in turns), default=None),
+            "turn_p99_ms": max((t["p99_us"] / 1e3 for t in turns), default=None),
             "why": "; ".join(summary["fidelity"]["reasons"])[:160], "folder": str(out)}
 
 
@@ -126,6 +131,9 @@ def median_row(runs: list[dict]) -> dict:
         row["efficiency"] = statistics.median(r["efficiency"] for r in done)
         row["frames_per_s"] = statistics.median(r["frames_per_s"] for r in done)
         row["busy"] = statistics.median(r["busy"] for r in done)
+        for key in ("turn_mean_ms", "turn_p99_ms"):
+            values = [r[key] for r in done if r.get(key) is not None]
+            row[key] = statistics.median(values) if values else None
         keys = sorted({k for r in done for k in r["cores"]})
         row["cores"] = {k: statistics.median(r["cores"].get(k, 0.0) for r in done) for k in keys}
     return row
@@ -181,20 +189,25 @@ def record(rows: list[dict], args: argparse.Namespace) -> None:
              "Command: `.venv/bin/python benchmarks/capacity.py " + " ".join(sys.argv[1:]) + "`\n",
              f"Median of {args.repeat} runs per row, variants interleaved. Frames/s = data "
              "frames received by all NICs per second of the job's traffic window. CPU = "
-             "share of one core while the NICs ran.\n",
+             "share of one core while the NICs ran. OVS turn = how long ovs-vswitchd's main "
+             "loop took per turn (mean / p99, log2 buckets: p99 is the bucket's upper bound), "
+             "the slowest shard's.\n",
              "| fabric | NICs | workload | NIC Mb/s | offered Gb/s | variant | trusted | "
-             "efficiency | frames/s | machine busy | CPU split | why not |",
-             "| --- | ---: | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- | --- |"]
+             "efficiency | frames/s | machine busy | CPU split | OVS turn ms | why not |",
+             "| --- | ---: | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- | ---: "
+             "| --- |"]
     for r in rows:
         spec = fabric_spec(r["fabric"])
         nics = spec.servers * spec.rails
         eff = f"{100 * r['efficiency']:.1f} %" if "efficiency" in r else "-"
         frames = f"{r['frames_per_s']:,.0f}" if "frames_per_s" in r else "-"
         busy = f"{100 * r['busy'] / (os.cpu_count() or 1):.0f} %" if "busy" in r else "-"
+        turn = (f"{r['turn_mean_ms']:.2f} / {r['turn_p99_ms']:g}"
+                if r.get("turn_p99_ms") is not None else "-")
         lines.append(f"| {r['fabric']} | {nics} | {r['workload']} | {r['mbps']:g} | "
                      f"{nics * r['mbps'] / 1000:.2f} | {r['variant']} | {r['trusted']}/{r['n']} | "
                      f"{eff} | {frames} | {busy} | {split_text(r.get('cores', {}))} | "
-                     f"{r['why']} |")
+                     f"{turn} | {r['why']} |")
     best: dict[tuple, dict] = {}
     for r in rows:
         if r["trusted"] == r["n"]:

@@ -28,6 +28,7 @@ from fabric.measure.cpu import CpuSampler
 from fabric.measure.machine import machine_info
 from fabric.measure.paths import PathBook
 from fabric.measure.ports import PortInfo, port_infos
+from fabric.measure.turns import read_turns
 from fabric.measure.telemetry import PortSampler
 from fabric.net import ovs
 from fabric.net.faults import FaultInjector
@@ -93,6 +94,8 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
             groups = {"agents": [proc.pid for proc in fleet.procs.values()],
                       "controller": [net.controller.proc.pid] if net.controller else [],
                       "harness": [os.getpid()]}
+            turns_before = {shard.netns: read_turns(shard.turn_stats) for shard in net.shards}
+            ovs_turns: dict[str, dict[str, float]] = {}
             with CpuSampler(net.vswitchd_pids(), groups=groups) as cpu, sampler, faults, \
                     Captures(net, experiment.captures, out_dir):
                 try:
@@ -117,6 +120,7 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
                 # Inside the samplers: late duplicate ACKs dropped while the agents
                 # quiesce must still be counted.
                 counters = fleet.finish(tolerant=failure is not None)
+                ovs_turns = _turns_since(net, turns_before)
         finally:
             fleet.stop()
         paths.write(out_dir / "paths.json")
@@ -132,6 +136,7 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
             "agents": counters, "qdisc_drops_switch": switch_drops, **drops})
         _write_json(out_dir / "fidelity.json", {
             **fidelity_measurements(net, cpu, sampler),
+            "ovs_turns": ovs_turns,
             "nic_window_packets": (experiment.transport.window_packets
                                    if experiment.transport.kind == "roce" else None),
             "forced_over_capacity": forced_over_capacity, "failed": failed})
@@ -211,6 +216,16 @@ def _capacity_at(capacity: float, changes: list[tuple[float, float]], when: floa
         if at <= when:
             share = factor
     return capacity * share
+
+
+def _turns_since(net: Network, before: dict) -> dict[str, dict[str, float]]:
+    """Each shard's main-loop turns over the traffic (pollgate's stats; {} without it)."""
+    found = {}
+    for index, shard in enumerate(net.shards):
+        after, start = read_turns(shard.turn_stats), before.get(shard.netns)
+        if after is not None and start is not None:
+            found[f"ovs{index}"] = after.since(start).summary()
+    return found
 
 
 def _write_ports(path: Path, ports: list[PortInfo], sampler: PortSampler,

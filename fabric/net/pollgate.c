@@ -15,14 +15,23 @@
  * after that poll makes the next one return at once. Calls on descriptors the
  * last poll() did not ask about (blocking sockets, other threads' descriptors)
  * always go to the kernel. close() and dup2()/dup3() forget the descriptor.
+ *
+ * It also times the main loop: with POLLGATE_STATS naming a file, the thread that
+ * polls the most descriptors (ovs-vswitchd's main thread: every port) records how
+ * long each turn took from one poll() returning to the next poll() call, in a
+ * log2 histogram of microseconds shared through that file (struct turn_stats).
+ * A frame that reaches a port waits at most about two turns for the datapath.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_FD 65536
@@ -52,6 +61,52 @@ static __thread uint32_t *idle_at;
 /* Calls answered here, all threads (read by the tests). */
 uint64_t pollgate_answered;
 
+/* The main loop's turns (fabric/measure/turns.py reads this layout): how many, their
+ * total time, and how many took [2^(i-1), 2^i) us (bucket 0: under 1 us). */
+#define TURN_BUCKETS 32
+struct turn_stats {
+    uint64_t magic, turns, busy_ns, max_nfds;
+    uint64_t hist[TURN_BUCKETS];
+};
+#define TURN_MAGIC 0x736e727574677070ULL  /* "ppgturns" */
+static struct turn_stats *turns;
+static __thread uint64_t last_return_ns;
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void open_turn_stats(void) {
+    const char *path = getenv("POLLGATE_STATS");
+    if (!path || !*path) return;
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return;
+    if (ftruncate(fd, sizeof(struct turn_stats)) == 0) {
+        void *map = mmap(NULL, sizeof(struct turn_stats), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (map != MAP_FAILED) {
+            turns = map;
+            turns->magic = TURN_MAGIC;
+        }
+    }
+    real_close(fd);  /* the mapping stays */
+}
+
+/* One turn of a poll()ing thread ended (it polls again): count it if this thread polls
+ * at least as many descriptors as any thread so far. */
+static void count_turn(nfds_t nfds, uint64_t enter) {
+    if (!turns || !last_return_ns) return;
+    if (nfds < turns->max_nfds) return;
+    turns->max_nfds = nfds;
+    uint64_t busy = enter - last_return_ns, us = busy / 1000;
+    int bucket = us ? 64 - __builtin_clzll(us) : 0;
+    if (bucket >= TURN_BUCKETS) bucket = TURN_BUCKETS - 1;
+    turns->hist[bucket]++;
+    turns->busy_ns += busy;
+    turns->turns++;
+}
+
 /* Resolve the real calls: at load, and from a wrapper called before that (another
  * library's constructor may call close() before this one's has run). */
 static void resolve(void) {
@@ -64,7 +119,7 @@ static void resolve(void) {
     real_dup3 = (dup3_fn)dlsym(RTLD_NEXT, "dup3");
 }
 
-__attribute__((constructor)) static void pollgate_init(void) { resolve(); }
+__attribute__((constructor)) static void pollgate_init(void) { resolve(); open_turn_stats(); }
 
 static int idle(int fd) {
     return idle_at && fd >= 0 && fd < MAX_FD && polls && idle_at[fd] == polls;
@@ -82,7 +137,9 @@ static void forget(int fd) {
 
 int poll(struct pollfd *fds, nfds_t nfds, int timeout) {
     if (!real_poll) resolve();
+    if (turns) count_turn(nfds, now_ns());
     int n = real_poll(fds, nfds, timeout);
+    if (turns) last_return_ns = now_ns();
     if (!idle_at) idle_at = calloc(MAX_FD, sizeof *idle_at);
     if (!idle_at) return n;
     if (++polls == 0) {  /* wrapped: start over rather than trust old marks */

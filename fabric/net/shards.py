@@ -128,6 +128,11 @@ class Shard:
         """OpenFlow management socket of one bridge (for ovs-ofctl)."""
         return f"unix:{self.rundir}/{bridge}.mgmt"
 
+    @property
+    def turn_stats(self) -> Path:
+        """Where pollgate keeps the main loop's turn times (fabric/measure/turns.py)."""
+        return self.rundir / "turns.bin"
+
     def preload(self) -> list[str]:
         """The libraries preloaded into this shard's ovs-vswitchd; FabricError if one is missing."""
         libraries = []
@@ -162,6 +167,8 @@ class Shard:
                             f"--log-file={d}/ovsdb-server.log", "--detach"], env=env)
         run(["ovs-vsctl", f"--db={self.db}", "--no-wait", "init"])
         env["LD_PRELOAD"] = " ".join(preload)
+        if self.pollgate:
+            env["POLLGATE_STATS"] = str(self.turn_stats)
         run(exec_ns + [_tool("ovs-vswitchd"), self.db, f"--pidfile={self.vswitchd_pidfile}",
                             f"--unixctl={d}/ovs-vswitchd.ctl",
                             f"--log-file={d}/ovs-vswitchd.log", "--detach",

@@ -68,6 +68,8 @@ def test_shipped_collectives_complete_trusted_and_conserved(name, tmp_path):
     assert summary["conservation"]["ok"], summary["conservation"]
     assert summary["trusted"], summary["fidelity"]
     assert all(row["busbw_Mbps"] > 0 for row in summary["rows"])
+    turns = json.loads((tmp_path / "fidelity.json").read_text())["ovs_turns"]["ovs0"]
+    assert turns["turns"] > 0 and 0 < turns["p50_us"] <= turns["p99_us"] <= turns["max_us"]
 
 
 def test_tiny_buffer_drops_then_go_back_n_recovers(tmp_path):

@@ -133,3 +133,42 @@ def test_the_shards_preload_pollgate_after_the_allocator_unless_told_not_to(tmp_
     if os.path.exists(TCMALLOC):
         assert shard.preload() == [TCMALLOC, str(POLLGATE)]
     assert str(POLLGATE) not in Shard(0, "ns", tmp_path, "glibc", pollgate=False).preload()
+
+
+TURNS_CHILD = textwrap.dedent("""
+    import select, socket, threading, time
+    a, b = socket.socketpair()
+    many = select.poll()
+    many.register(a.fileno(), select.POLLIN); many.register(b.fileno(), select.POLLIN)
+    for _ in range(6):          # six turns of about 3 ms between seven polls of two fds
+        many.poll(0)
+        time.sleep(0.003)
+    many.poll(0)
+    def few():                   # a thread polling fewer descriptors: not the main loop
+        one = select.poll()
+        one.register(a.fileno(), select.POLLIN)
+        for _ in range(4):
+            one.poll(0)
+            time.sleep(0.001)
+    t = threading.Thread(target=few); t.start(); t.join()
+""")
+
+
+def test_pollgate_times_the_turns_of_the_thread_polling_the_most_descriptors(tmp_path):
+    from fabric.measure.turns import read_turns
+
+    stats = tmp_path / "turns.bin"
+    script = tmp_path / "turns.py"
+    script.write_text(TURNS_CHILD)
+    env = {**os.environ, "LD_PRELOAD": str(POLLGATE), "POLLGATE_STATS": str(stats)}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    turns = read_turns(stats)
+    assert turns is not None and turns.turns == 6
+    # Turns of >= 3 ms ([2048, 4096) us, or one bucket up on a slow machine); the other
+    # thread's 1-ms turns are not counted.
+    assert sum(turns.hist[12:14]) >= 5 and sum(turns.hist[10:11]) == 0, turns.hist
+    assert 0.015 <= turns.busy_ns / 1e9 < 0.2
+    assert turns.quantile_us(0.5) in (4096.0, 8192.0)
+    assert read_turns(tmp_path / "absent.bin") is None
