@@ -9,8 +9,8 @@ benchmarks/telemetry.py).
 Between two rounds, a queue found backlogged is read again (one get request)
 when it could first have drained, until a read finds it empty: the link check
 judges a queue only while it stays backlogged, and at 10 Hz a queue that
-drained and refilled between two rounds looked backlogged throughout (a jumbo frame lasts 29 ms at
-2.5 Mb/s; RESULTS.md, "The capacity goal table, where it stands (2026-12-07)").
+drained and refilled between two rounds looked backlogged throughout (a jumbo
+frame lasts 29 ms at 2.5 Mb/s; RESULTS.md, "Telemetry focus reads").
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class QueueReader:
         return name
 
     def read_devices(self, devices: list[str]) -> dict[str, QueueSample]:
-        """A snapshot of only ``devices`` (one get request each; see `rtnetlink.Socket.root_qdiscs_of`)."""
+        """A snapshot of only ``devices`` (one get request each: `rtnetlink.Socket.root_qdiscs_of`)."""
         if any(dev not in self._indexes for dev in devices):
             self._names = self._sock.link_names()
             self._indexes = {name: index for index, name in self._names.items()}
@@ -225,7 +225,8 @@ class PortSampler:
     def _record_focus(self) -> None:
         """Read the queues that are due again (earliest first); one found empty is done."""
         now = time.monotonic()
-        ready = sorted((when, key) for key, when in self._due.items() if when <= now)
+        ready = sorted(((when, key) for key, when in self._due.items() if when <= now),
+                       key=lambda item: item[0])
         by_ns: dict[str | None, list[str]] = {}
         for _, (ns, dev) in ready[:self.focus_max]:
             by_ns.setdefault(ns, []).append(dev)
