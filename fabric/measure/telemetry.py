@@ -92,18 +92,19 @@ class QueueReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _refresh_names(self) -> None:
+        self._names = self._sock.link_names()
+        self._indexes = {name: index for index, name in self._names.items()}
+
     def _name(self, index: int) -> str | None:
-        name = self._names.get(index)
-        if name is None:
-            self._names = self._sock.link_names()
-            name = self._names.get(index)
-        return name
+        if index not in self._names:
+            self._refresh_names()
+        return self._names.get(index)
 
     def read_devices(self, devices: list[str]) -> dict[str, QueueSample]:
         """A snapshot of only ``devices`` (one get request each: `rtnetlink.Socket.root_qdiscs_of`)."""
         if any(dev not in self._indexes for dev in devices):
-            self._names = self._sock.link_names()
-            self._indexes = {name: index for index, name in self._names.items()}
+            self._refresh_names()
         wanted = [self._indexes[dev] for dev in devices if dev in self._indexes]
         before = time.time()
         qdiscs = self._sock.root_qdiscs_of(wanted, "htb")
