@@ -96,7 +96,10 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
                       "harness": [os.getpid()]}
             turns_before = {shard.netns: read_turns(shard.turn_stats) for shard in net.shards}
             ovs_turns: dict[str, dict[str, float]] = {}
-            with CpuSampler(net.vswitchd_pids(), groups=groups) as cpu, sampler, faults, \
+            turn_stats = {f"ovs{shard.index}": shard.turn_stats for shard in net.shards
+                          if shard.pollgate}
+            with CpuSampler(net.vswitchd_pids(), groups=groups,
+                            turn_stats=turn_stats) as cpu, sampler, faults, \
                     Captures(net, experiment.captures, out_dir):
                 try:
                     for number, ((phase, iteration), rows) in enumerate(sorted(rounds.items()),

@@ -61,6 +61,8 @@ def fidelity_measurements(net: Network, cpu: CpuSampler, sampler: PortSampler) -
         "ovs_busy": [round(b, 3) for b in cpu.ovs_busy],
         "ovs_busy_by_instance": {name: [round(b, 3) for b in series]
                                  for name, series in sorted(cpu.ovs_busy_by.items())},
+        "ovs_turn_ms_by_instance": {name: [round(t, 3) for t in series]
+                                    for name, series in sorted(cpu.ovs_turn_ms_by.items())},
         "telemetry_hz": round(sampler.achieved_rate_hz(), 2),
         "telemetry_target_hz": sampler.rate_hz,
         "telemetry_focus_hz": sampler.focus_hz,

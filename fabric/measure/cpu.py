@@ -1,4 +1,5 @@
-"""CPU samples for the fidelity verdict: the machine's busy share and each ovs-vswitchd's share of a core."""
+"""CPU samples for the fidelity verdict: the machine's busy share, each ovs-vswitchd's
+share of a core, and (with pollgate) how long its main loop's turns took each second."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fabric.measure.turns import Turns, read_turns
 
 
 def _kernel_s() -> float:
@@ -33,8 +36,10 @@ def process_cpu_s(pid: int) -> float:
 
 @dataclass
 class CpuSampler:
-    """Samples, once per `period_s`, the machine's CPU busy fraction and each ovs-vswitchd's
-    share of a core (``ovs_pids``: name -> PID, the run's shards)."""
+    """Samples, once per `period_s`, the machine's CPU busy fraction, each ovs-vswitchd's
+    share of a core (``ovs_pids``: name -> PID, the run's shards) and, for the instances in
+    ``turn_stats`` (name -> pollgate's stats file), the turn length that the turns of 99 %
+    of the period stayed under (`Turns.wall_quantile_us`)."""
 
     ovs_pids: dict[str, int] = field(default_factory=dict)
     period_s: float = 1.0
@@ -42,6 +47,9 @@ class CpuSampler:
     #: Per sample, the busiest instance's share of a core (each is single-threaded).
     ovs_busy: list[float] = field(default_factory=list)
     ovs_busy_by: dict[str, list[float]] = field(default_factory=dict)
+    turn_stats: dict[str, Path] = field(default_factory=dict)
+    #: Per sample and instance, the p99 turn over the period's wall time, in ms.
+    ovs_turn_ms_by: dict[str, list[float]] = field(default_factory=dict)
     #: Processes whose CPU the run's split reports, by group (e.g. "agents": [pids]).
     groups: dict[str, list[int]] = field(default_factory=dict)
     #: After exit: CPU seconds per group, per ovs-vswitchd, kernel, rest, and the wall time.
@@ -51,6 +59,7 @@ class CpuSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cpu-sampler", daemon=True)
         self.ovs_busy_by = {name: [] for name in self.ovs_pids}
+        self.ovs_turn_ms_by = {name: [] for name in self.turn_stats}
 
     def __enter__(self) -> "CpuSampler":
         self._split0 = self._split_now()
@@ -80,9 +89,18 @@ class CpuSampler:
     def _loop(self) -> None:
         busy0, total0 = _cpu_times()
         ovs0, wall0 = self._ovs_cpu(), time.monotonic()
+        turns0 = self._turns()
         while not self._stop.wait(self.period_s):
             busy1, total1 = _cpu_times()
             ovs1, wall1 = self._ovs_cpu(), time.monotonic()
+            turns1 = self._turns()
+            for name, now in turns1.items():
+                before = turns0.get(name)
+                if before is not None:
+                    turns = now.since(before)
+                    self.ovs_turn_ms_by[name].append(
+                        turns.wall_quantile_us(0.99, (wall1 - wall0) * 1e9) / 1e3)
+            turns0 = turns1
             if total1 > total0:
                 self.machine_busy.append((busy1 - busy0) / (total1 - total0))
             if wall1 > wall0 and ovs1:
@@ -91,6 +109,10 @@ class CpuSampler:
                     self.ovs_busy_by[name].append(share)
                 self.ovs_busy.append(max(shares.values()))
             busy0, total0, ovs0, wall0 = busy1, total1, ovs1, wall1
+
+    def _turns(self) -> dict[str, Turns]:
+        found = {name: read_turns(path) for name, path in self.turn_stats.items()}
+        return {name: turns for name, turns in found.items() if turns is not None}
 
     def _ovs_cpu(self) -> dict[str, float]:
         return {name: process_cpu_s(pid) for name, pid in self.ovs_pids.items()}

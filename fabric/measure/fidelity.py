@@ -5,10 +5,19 @@ Pure: it reads only the run folder's files (docs/run-folder.md), so the runner,
 re-judged after the rules change. A run is *trusted* only when
 
 - the machine was not CPU-bound (fidelity.json ``cpu_busy``): total CPU busy
-  stayed under `CPU_BUSY_LIMIT` in all but a few per-second samples, and the
-  OVS forwarding thread (``ovs_busy``) under `OVS_BUSY_LIMIT` of a core. The
-  userspace datapath's cost is per wake-up, so 80-90 % of a core at light load
-  is normal; only a pegged thread means it fell behind;
+  stayed under `CPU_BUSY_LIMIT` in all but a few per-second samples;
+- the datapath kept up: ovs-vswitchd's forwarding thread stayed under
+  `OVS_BUSY_LIMIT` of a core (``ovs_busy``), and it was not late. A frame that
+  reaches a port waits for the rest of the main loop's turn it arrives in and
+  part of the next (fabric/measure/turns.py, timed by pollgate), and a turn's
+  length is not its CPU share: each turn polls every port, so on a 400-port
+  fabric the thread is busy with ~1-ms turns at light load, while a thread at
+  half a core can stall for 20 ms (control-plane work, a flow-table dump,
+  preemption). So in all but a few seconds, turns longer than `TURN_LIMIT_FRAMES`
+  frame times at the fabric's fastest link may take at most 1 % of the second
+  (``ovs_turn_ms_by_instance``, per instance): 99 % of frames then wait about a
+  frame time or less per hop (a real switch's pipeline is a few 9 kB frame times
+  at 400 Gb/s);
 - every link ran at its configured rate when it had work (ports.csv): over
   each stretch of at least half a second in which a switch egress queue stayed
   backlogged, it sent at least (1 - `RATE_TOLERANCE`) x its capacity;
@@ -42,6 +51,8 @@ from topologies.spec import FabricSpec
 
 CPU_BUSY_LIMIT = 0.95
 OVS_BUSY_LIMIT = 0.97
+#: Longest turn allowed (time-weighted p99 per second), as a share of the frame time.
+TURN_LIMIT_FRAMES = 1.0
 RATE_TOLERANCE = 0.05
 #: Fraction of 1-s samples allowed over the limits (start-up blips).
 BUSY_SAMPLE_ALLOWANCE = 0.10
@@ -147,8 +158,12 @@ def port_intervals(rows: Iterable[Mapping[str, Any]]) -> list[PortInterval]:
     return intervals
 
 
-def cpu_reasons(machine_busy: list[float], ovs_busy: list[float]) -> list[str]:
-    """Why the CPU samples make a run untrusted ([] when they do not)."""
+def cpu_reasons(machine_busy: list[float], ovs_busy: list[float],
+                turn_ms: Mapping[str, list[float]] | None = None,
+                frame_ms: float | None = None) -> list[str]:
+    """Why the CPU samples make a run untrusted ([] when they do not): the machine's busy
+    share per second, and the datapath's turn times per second and instance against
+    ``frame_ms`` (or, without turn times, its share of a core)."""
     reasons = []
     allowance = max(1, int(BUSY_SAMPLE_ALLOWANCE * max(len(machine_busy), 1)))
     hot = [b for b in machine_busy if b > CPU_BUSY_LIMIT]
@@ -159,7 +174,29 @@ def cpu_reasons(machine_busy: list[float], ovs_busy: list[float]) -> list[str]:
     if len(hot_ovs) > allowance:
         reasons.append(f"datapath-bound: ovs-vswitchd over {OVS_BUSY_LIMIT:.0%} of a core in "
                        f"{len(hot_ovs)} of {len(ovs_busy)} seconds (max {max(hot_ovs):.0%})")
+    timed = {name: series for name, series in (turn_ms or {}).items() if series}
+    if timed and frame_ms:
+        reasons += late_turn_reasons(timed, frame_ms)
     return reasons
+
+
+def late_turn_reasons(turn_ms: Mapping[str, list[float]], frame_ms: float) -> list[str]:
+    """Instances whose turns (time-weighted p99 per second, ms) exceeded
+    `TURN_LIMIT_FRAMES` of ``frame_ms`` in more seconds than the allowance."""
+    limit, reasons = TURN_LIMIT_FRAMES * frame_ms, []
+    for name, series in sorted(turn_ms.items()):
+        allowance = max(1, int(BUSY_SAMPLE_ALLOWANCE * len(series)))
+        late = [t for t in series if t > limit]
+        if len(late) > allowance:
+            reasons.append(f"datapath-late: {name} spent over 1 % of {len(late)} of "
+                           f"{len(series)} seconds in turns longer than {limit:.2f} ms (a "
+                           f"frame time at the fastest link; up to {max(late):.1f} ms)")
+    return reasons
+
+
+def frame_ms(fabric: FabricSpec) -> float:
+    """How long one full frame takes at the fabric's fastest link, in ms."""
+    return (fabric.mtu + 14) * 8 / (max(fabric.nic_mbps, fabric.fabric_mbps) * 1e3)
 
 
 def conservation(sent: int, delivered: int, dropped: int, in_flight: int = 0,
@@ -293,7 +330,8 @@ def judge(measured: Mapping[str, Any] | None, ports: Iterable[Mapping[str, Any]]
     ports = list(ports)
     if measured is None:
         return Verdict(False, ["fidelity.json is missing: fidelity was not checked"])
-    reasons = cpu_reasons(list(measured.get("cpu_busy", [])), list(measured.get("ovs_busy", [])))
+    reasons = cpu_reasons(list(measured.get("cpu_busy", [])), list(measured.get("ovs_busy", [])),
+                          measured.get("ovs_turn_ms_by_instance"), frame_ms(fabric))
     failed = measured.get("failed")
     if failed:
         reasons.insert(0, f"the run failed in round {failed.get('round', '?')}: "
@@ -340,6 +378,7 @@ def judge(measured: Mapping[str, Any] | None, ports: Iterable[Mapping[str, Any]]
         # up dropped them in its socket buffers) make every other figure suspect.
         reasons.append(f"conservation: {balance.get('verdict')}")
     checks = {"link_rate_errors": shortfalls, "delay_p99_ms": p99, "delay_bound_ms": bound,
+              "turn_limit_ms": round(TURN_LIMIT_FRAMES * frame_ms(fabric), 3),
               "nic_lateness": late, "conservation": balance}
     return Verdict(not reasons, reasons, checks)
 

@@ -1,12 +1,14 @@
 """How long ovs-vswitchd's main loop takes a turn, from the stats pollgate keeps.
 
 fabric/net/pollgate.c, preloaded into each shard's ovs-vswitchd, times every turn
-of the thread that polls every port (from one poll() returning to the next call)
-into a log2 histogram of microseconds in a small shared file
-(``Shard.turn_stats``). A frame that reaches a port waits at most about two
-turns before the datapath reads it, so the turn time is how late the
-datapath can be, whatever its CPU share says: a thread that never sleeps
-because each turn polls a thousand ports is busy, not necessarily late.
+of the thread that polls every port: from one poll() returning to the next moment
+it could see a new frame (that poll's return when something was ready, or the
+moment it found nothing and slept). It counts the turns and sums their time per
+bucket of a log-linear histogram (8 buckets per power of two of microseconds) in a
+small shared file (``Shard.turn_stats``). A frame that reaches a port waits at most
+about two turns before the datapath reads it, so the turn time is how late the
+datapath can be, whatever its CPU share says: a thread that never sleeps because
+each turn polls a thousand ports is busy, not necessarily late.
 """
 
 from __future__ import annotations
@@ -15,42 +17,87 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-MAGIC = 0x736E727574677070   # "ppgturns", as pollgate.c writes it
-BUCKETS = 32
-LAYOUT = struct.Struct(f"=4Q{BUCKETS}Q")
+MAGIC = 0x32736E7275746770   # "pgturns2", as pollgate.c writes it
+BUCKETS = 256
+LAYOUT = struct.Struct(f"=6Q{BUCKETS}Q{BUCKETS}Q")
+
+
+def bucket_of(us: int) -> int:
+    """The histogram bucket of a turn of ``us`` microseconds (pollgate.c's turn_bucket)."""
+    if us < 8:
+        return us
+    exp = us.bit_length() - 1
+    return min(8 + 8 * (exp - 3) + ((us >> (exp - 3)) & 7), BUCKETS - 1)
+
+
+def bucket_upper_us(bucket: int) -> float:
+    """The (exclusive) upper bound of a bucket, in microseconds."""
+    if bucket < 8:
+        return float(bucket + 1)
+    exp, mantissa = 3 + (bucket - 8) // 8, (bucket - 8) % 8
+    return float((9 + mantissa) << (exp - 3))
 
 
 @dataclass(frozen=True)
 class Turns:
-    """Cumulative turn counts of one ovs-vswitchd: how many, their time, the histogram
-    (bucket i: [2^(i-1), 2^i) us; bucket 0: under 1 us)."""
+    """Cumulative turns of one ovs-vswitchd: how many, their time, the time its pacing
+    slept, and per bucket the turns (``count``) and their time (``ns``)."""
 
     turns: int
     busy_ns: int
-    hist: tuple[int, ...]
+    count: tuple[int, ...]
+    ns: tuple[int, ...]
+    paced_ns: int = 0
+    min_turn_us: int = 0
 
     def since(self, before: "Turns") -> "Turns":
         """The turns taken after ``before`` was read."""
         return Turns(self.turns - before.turns, self.busy_ns - before.busy_ns,
-                     tuple(a - b for a, b in zip(self.hist, before.hist)))
+                     tuple(a - b for a, b in zip(self.count, before.count)),
+                     tuple(a - b for a, b in zip(self.ns, before.ns)),
+                     self.paced_ns - before.paced_ns, self.min_turn_us)
 
     def quantile_us(self, q: float) -> float:
         """Upper bound (us) of the bucket holding quantile ``q`` of the turns (0 if none)."""
-        if self.turns <= 0:
-            return 0.0
-        rank, seen = q * self.turns, 0
-        for bucket, count in enumerate(self.hist):
-            seen += count
-            if seen >= rank and count:
-                return float(2 ** bucket)
-        return float(2 ** (len(self.hist) - 1))
+        return _quantile(self.count, q)
+
+    def time_quantile_us(self, q: float) -> float:
+        """Upper bound (us) of the bucket holding quantile ``q`` of the turns' *time*: a
+        frame arriving at a random moment of the thread's turns meets a turn this long
+        or shorter with probability ``q`` (0 if none)."""
+        return _quantile(self.ns, q)
+
+    def wall_quantile_us(self, q: float, wall_ns: float) -> float:
+        """The turn length L (a bucket's upper bound, us) such that turns longer than L took
+        at most 1 - ``q`` of ``wall_ns``, the period they were taken in: a frame arriving at
+        a random moment of that period meets a turn of at most L with probability >= q,
+        asleep or not (0: not even 1 - q of the period was spent in turns)."""
+        allowed, above = (1 - q) * wall_ns, 0
+        for bucket in range(len(self.ns) - 1, -1, -1):
+            above += self.ns[bucket]
+            if above > allowed:
+                return bucket_upper_us(bucket)
+        return 0.0
 
     def summary(self) -> dict[str, float]:
         """What fidelity.json records of one instance's turns."""
         return {"turns": self.turns, "busy_s": round(self.busy_ns / 1e9, 3),
+                "paced_s": round(self.paced_ns / 1e9, 3), "min_turn_us": self.min_turn_us,
                 "mean_us": round(self.busy_ns / self.turns / 1e3, 1) if self.turns else 0.0,
                 "p50_us": self.quantile_us(0.5), "p99_us": self.quantile_us(0.99),
-                "max_us": self.quantile_us(1.0)}
+                "time_p99_us": self.time_quantile_us(0.99), "max_us": self.quantile_us(1.0)}
+
+
+def _quantile(weights: tuple[int, ...], q: float) -> float:
+    total = sum(weights)
+    if total <= 0:
+        return 0.0
+    rank, seen = q * total, 0
+    for bucket, weight in enumerate(weights):
+        seen += weight
+        if seen >= rank and weight:
+            return bucket_upper_us(bucket)
+    return bucket_upper_us(len(weights) - 1)
 
 
 def read_turns(path: Path) -> Turns | None:
@@ -61,7 +108,8 @@ def read_turns(path: Path) -> Turns | None:
         return None
     if len(data) < LAYOUT.size:
         return None
-    magic, turns, busy_ns, _max_nfds, *hist = LAYOUT.unpack_from(data)
+    magic, turns, busy_ns, _max_nfds, paced_ns, min_turn_us, *rest = LAYOUT.unpack_from(data)
     if magic != MAGIC:
         return None
-    return Turns(turns, busy_ns, tuple(hist))
+    return Turns(turns, busy_ns, tuple(rest[:BUCKETS]), tuple(rest[BUCKETS:]), paced_ns,
+                 min_turn_us)

@@ -17,16 +17,27 @@
  * always go to the kernel. close() and dup2()/dup3() forget the descriptor.
  *
  * It also times the main loop: with POLLGATE_STATS naming a file, the thread that
- * polls the most descriptors (ovs-vswitchd's main thread: every port) records how
- * long each turn took from one poll() returning to the next poll() call, in a
- * log2 histogram of microseconds shared through that file (struct turn_stats).
- * A frame that reaches a port waits at most about two turns for the datapath.
+ * polls the most descriptors (ovs-vswitchd's main thread: every port) records each
+ * turn, from one poll() returning to the next poll() call (the time poll() then
+ * sleeps is not a turn: a frame arriving then wakes it). A frame that reaches a
+ * port waits at most about two turns for the datapath. Turns are counted and
+ * their time summed per bucket of a log-linear histogram (8 buckets per power of
+ * two of microseconds) shared through that file (struct turn_stats, read by
+ * fabric/measure/turns.py).
+ *
+ * With POLLGATE_MIN_TURN_US set, that thread's turns are paced: its poll() does
+ * not look for frames sooner than that after the previous one returned (it
+ * sleeps the rest first, and the turn includes that sleep). Interrupt moderation:
+ * fewer turns, each polling every port, for a longer wait; measured on rail-2tier
+ * it saved little (benchmarks/RESULTS.md). The tests use it to make the datapath
+ * late on purpose.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -62,15 +73,19 @@ static __thread uint32_t *idle_at;
 uint64_t pollgate_answered;
 
 /* The main loop's turns (fabric/measure/turns.py reads this layout): how many, their
- * total time, and how many took [2^(i-1), 2^i) us (bucket 0: under 1 us). */
-#define TURN_BUCKETS 32
+ * total time, how long pacing slept, the pacing asked for, and per bucket how many
+ * turns and how much time. Buckets 0-7 hold 0-7 us; above, 8 per power of two:
+ * bucket 8 + 8 (e - 3) + m holds [(8 + m) 2^(e-3), (9 + m) 2^(e-3)) us. */
+#define TURN_BUCKETS 256
 struct turn_stats {
-    uint64_t magic, turns, busy_ns, max_nfds;
-    uint64_t hist[TURN_BUCKETS];
+    uint64_t magic, turns, busy_ns, max_nfds, paced_ns, min_turn_us;
+    uint64_t count[TURN_BUCKETS];
+    uint64_t ns[TURN_BUCKETS];
 };
-#define TURN_MAGIC 0x736e727574677070ULL  /* "ppgturns" */
+#define TURN_MAGIC 0x32736e7275746770ULL  /* "pgturns2" */
 static struct turn_stats *turns;
 static __thread uint64_t last_return_ns;
+static uint64_t min_turn_ns;
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -79,6 +94,8 @@ static uint64_t now_ns(void) {
 }
 
 static void open_turn_stats(void) {
+    const char *pace = getenv("POLLGATE_MIN_TURN_US");
+    if (pace && *pace) min_turn_ns = strtoull(pace, NULL, 10) * 1000ULL;
     const char *path = getenv("POLLGATE_STATS");
     if (!path || !*path) return;
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -88,23 +105,66 @@ static void open_turn_stats(void) {
         if (map != MAP_FAILED) {
             turns = map;
             turns->magic = TURN_MAGIC;
+            turns->min_turn_us = min_turn_ns / 1000;
         }
     }
     real_close(fd);  /* the mapping stays */
 }
 
-/* One turn of a poll()ing thread ended (it polls again): count it if this thread polls
- * at least as many descriptors as any thread so far. */
-static void count_turn(nfds_t nfds, uint64_t enter) {
-    if (!turns || !last_return_ns) return;
-    if (nfds < turns->max_nfds) return;
-    turns->max_nfds = nfds;
-    uint64_t busy = enter - last_return_ns, us = busy / 1000;
-    int bucket = us ? 64 - __builtin_clzll(us) : 0;
-    if (bucket >= TURN_BUCKETS) bucket = TURN_BUCKETS - 1;
-    turns->hist[bucket]++;
+static int turn_bucket(uint64_t us) {
+    if (us < 8) return (int)us;
+    int e = 63 - __builtin_clzll(us);
+    int bucket = 8 + 8 * (e - 3) + (int)((us >> (e - 3)) & 7);
+    return bucket < TURN_BUCKETS ? bucket : TURN_BUCKETS - 1;
+}
+
+/* Is this the timed thread: the one that has polled the most descriptors so far? It
+ * stays the timed one when its own count drops for a while (a connection closed). */
+static pthread_t timed_thread;
+static int timed(nfds_t nfds) {
+    if (!turns) return 0;
+    if (nfds > turns->max_nfds) {
+        turns->max_nfds = nfds;
+        timed_thread = pthread_self();
+        return 1;
+    }
+    return turns->max_nfds && pthread_equal(timed_thread, pthread_self());
+}
+
+/* The timed thread's turn ended at ``end`` (it could see a new frame again). */
+static void count_turn(uint64_t end) {
+    if (!last_return_ns) return;
+    uint64_t busy = end - last_return_ns;
+    int bucket = turn_bucket(busy / 1000);
+    turns->count[bucket]++;
+    turns->ns[bucket] += busy;
     turns->busy_ns += busy;
     turns->turns++;
+}
+
+/* Pacing: sleep until ``min_turn_ns`` after the last return, even when the caller
+ * wants no wait at all (its timers are then up to one pace late); the time left of
+ * its timeout (-1 stays -1). */
+static int pace(int timeout) {
+    uint64_t now = now_ns(), due = last_return_ns + min_turn_ns;
+    if (!last_return_ns || now >= due) return timeout;
+    uint64_t wait = due - now;
+    struct timespec ts = {(time_t)(wait / 1000000000ULL), (long)(wait % 1000000000ULL)};
+    nanosleep(&ts, NULL);
+    turns->paced_ns += wait;
+    if (timeout < 0) return timeout;
+    int left = timeout - (int)(wait / 1000000ULL);
+    return left > 0 ? left : 0;
+}
+
+/* The timed thread's poll: paced; its turn ends here (poll's own scan of the
+ * descriptors, about a tenth of a turn on a large fabric, is not in it). */
+static int timed_poll(struct pollfd *fds, nfds_t nfds, int timeout) {
+    if (min_turn_ns) timeout = pace(timeout);
+    count_turn(now_ns());
+    int n = real_poll(fds, nfds, timeout);
+    last_return_ns = now_ns();
+    return n;
 }
 
 /* Resolve the real calls: at load, and from a wrapper called before that (another
@@ -137,9 +197,7 @@ static void forget(int fd) {
 
 int poll(struct pollfd *fds, nfds_t nfds, int timeout) {
     if (!real_poll) resolve();
-    if (turns) count_turn(nfds, now_ns());
-    int n = real_poll(fds, nfds, timeout);
-    if (turns) last_return_ns = now_ns();
+    int n = timed(nfds) ? timed_poll(fds, nfds, timeout) : real_poll(fds, nfds, timeout);
     if (!idle_at) idle_at = calloc(MAX_FD, sizeof *idle_at);
     if (!idle_at) return n;
     if (++polls == 0) {  /* wrapped: start over rather than trust old marks */

@@ -68,8 +68,33 @@ def test_shipped_collectives_complete_trusted_and_conserved(name, tmp_path):
     assert summary["conservation"]["ok"], summary["conservation"]
     assert summary["trusted"], summary["fidelity"]
     assert all(row["busbw_Mbps"] > 0 for row in summary["rows"])
-    turns = json.loads((tmp_path / "fidelity.json").read_text())["ovs_turns"]["ovs0"]
+    measured = json.loads((tmp_path / "fidelity.json").read_text())
+    turns = measured["ovs_turns"]["ovs0"]
     assert turns["turns"] > 0 and 0 < turns["p50_us"] <= turns["p99_us"] <= turns["max_us"]
+    # Judged each second by its turns, and none was late (it is trusted).
+    per_second = measured["ovs_turn_ms_by_instance"]["ovs0"]
+    assert len(per_second) >= len(measured["cpu_busy"]) - 1 and max(per_second) > 0
+
+
+@pytest.mark.parametrize("frames, late", [(0.8, False), (1.5, True)])
+def test_a_datapath_made_late_behind_the_guards_back_is_untrusted_by_its_turns(
+        frames, late, tmp_path, monkeypatch):
+    # pollgate paces ovs-vswitchd's main loop to turns of ``frames`` frame times (7.2 ms
+    # at 10 Mb/s): a frame may wait about two of them at every hop. Its CPU share stays
+    # low and the links keep their rate, so only the turn times can tell.
+    pace_us = int(frames * 7211)
+    monkeypatch.setenv("POLLGATE_MIN_TURN_US", str(pace_us))
+    data = spec_with("allreduce", jobs=[{"name": "ring", "collective": "allreduce",
+                                         "servers": 4, "sizes": ["8MB"], "iterations": 2}])
+    summary = run_spec(data, tmp_path)
+    delivered_everything(tmp_path)
+    measured = json.loads((tmp_path / "fidelity.json").read_text())
+    assert measured["ovs_turns"]["ovs0"]["min_turn_us"] == pace_us
+    assert min(measured["ovs_turn_ms_by_instance"]["ovs0"]) >= pace_us / 1000
+    reasons = summary["fidelity"]["reasons"]
+    assert summary["trusted"] is not late, reasons
+    assert any(r.startswith("datapath-late: ovs0 spent over 1 % of") for r in reasons) is late
+    assert not any(r.startswith("datapath-bound") for r in reasons), reasons
 
 
 def test_tiny_buffer_drops_then_go_back_n_recovers(tmp_path):

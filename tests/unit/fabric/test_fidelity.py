@@ -5,8 +5,9 @@ import dataclasses
 
 import pytest
 
-from fabric.measure.fidelity import (PortInterval, conservation, cpu_reasons, judge,
+from fabric.measure.fidelity import (PortInterval, conservation, cpu_reasons, frame_ms, judge,
                                      max_queueing_ms, port_intervals, rate_shortfalls, window_ms)
+from fabric.measure.turns import Turns, bucket_of
 from topologies import load
 
 SMALL = load("rail-2tier-small").spec
@@ -66,6 +67,51 @@ def test_cpu_bound_machine_is_untrusted_beyond_the_allowance():
 def test_saturated_datapath_thread_is_untrusted():
     verdict = judged(ovs_busy=[0.99] * 10)
     assert not verdict.trusted and verdict.reasons[0].startswith("datapath-bound: ovs-vswitchd")
+
+
+def test_a_late_datapath_is_untrusted_by_its_turns_whatever_its_cpu_share():
+    frame = frame_ms(SMALL)                      # 9014 B at 10 Mb/s: 7.21 ms
+    assert frame == pytest.approx(7.2112)
+    # Idle enough by CPU, but over 1 % of 3 of 20 seconds in turns over a frame time.
+    late = {"ovs0": [1.0] * 17 + [frame * 1.1] * 3}
+    verdict = judged(ovs_turn_ms_by_instance=late)
+    assert not verdict.trusted
+    assert verdict.reasons == ["datapath-late: ovs0 spent over 1 % of 3 of 20 seconds in turns "
+                               "longer than 7.21 ms (a frame time at the fastest link; up to "
+                               "7.9 ms)"]
+    # Two such seconds are within the allowance; turns of exactly a frame are not late.
+    assert judged(ovs_turn_ms_by_instance={"ovs0": [1.0] * 18 + [9.0] * 2}).trusted
+    assert judged(ovs_turn_ms_by_instance={"ovs0": [frame] * 20}).trusted
+    # Each instance is judged on its own; the CPU rule still applies beside the turns.
+    both = judged(ovs_turn_ms_by_instance={"ovs0": [1.0] * 20, "ovs1": [20.0] * 20},
+                  ovs_busy=[0.99] * 20)
+    assert [r.split(":")[0] for r in both.reasons] == ["datapath-bound", "datapath-late"]
+    assert "ovs1 spent" in both.reasons[1]
+
+
+def test_the_frame_time_is_the_fastest_links():
+    fast_core = dataclasses.replace(SMALL, uplink_mbps=40.0)
+    assert frame_ms(fast_core) == pytest.approx(frame_ms(SMALL) / 4)
+
+
+def turns_of(*turns_us: int) -> Turns:
+    """Turns of these lengths, bucketed as pollgate buckets them."""
+    count, ns = [0] * 256, [0] * 256
+    for us in turns_us:
+        count[bucket_of(us)] += 1
+        ns[bucket_of(us)] += us * 1000
+    return Turns(len(turns_us), sum(turns_us) * 1000, tuple(count), tuple(ns))
+
+
+def test_the_turn_a_second_is_judged_by_counts_the_wall_time_of_the_second():
+    # 300 turns of 1 ms in one second (70 % asleep): no frame meets a turn over 1.1 ms.
+    assert 1000 <= turns_of(*[1000] * 300).wall_quantile_us(0.99, 1e9) <= 1125
+    # Plus one turn of 30 ms: 3 % of the second, so 1 % of arrivals meet it.
+    assert turns_of(*[1000] * 300, 30_000).wall_quantile_us(0.99, 1e9) >= 30_000
+    # Plus one of 5 ms: half a percent; arrivals in it are within the allowed 1 %.
+    assert turns_of(*[1000] * 300, 5000).wall_quantile_us(0.99, 1e9) <= 1125
+    # A second with hardly any turns: nothing to wait for.
+    assert turns_of(200, 300).wall_quantile_us(0.99, 1e9) == 0.0
 
 
 def test_missing_measurements_are_untrusted():

@@ -136,39 +136,127 @@ def test_the_shards_preload_pollgate_after_the_allocator_unless_told_not_to(tmp_
 
 
 TURNS_CHILD = textwrap.dedent("""
-    import select, socket, threading, time
+    import select, socket, sys, threading, time
     a, b = socket.socketpair()
     many = select.poll()
     many.register(a.fileno(), select.POLLIN); many.register(b.fileno(), select.POLLIN)
-    for _ in range(6):          # six turns of about 3 ms between seven polls of two fds
+    mode = sys.argv[1]
+    if mode == "turns":
+        for _ in range(6):       # six turns of about 3 ms between seven polls of two fds
+            many.poll(0)
+            time.sleep(0.003)
+        many.poll(0)
+    elif mode == "sleep":
+        many.poll(0)
+        time.sleep(0.003)        # a 3-ms turn, then nothing ready: 200 ms asleep in poll ...
+        many.poll(200)
+        time.sleep(0.003)        # ... which is not a turn; the next one is 3 ms again
+        many.poll(0)
+    elif mode == "fewer":
+        c, d = socket.socketpair()
+        many.register(c.fileno(), select.POLLIN)
         many.poll(0)
         time.sleep(0.003)
-    many.poll(0)
+        many.poll(0)             # one turn polling three descriptors, then c closes:
+        many.unregister(c.fileno()); c.close()
+        for _ in range(3):       # still the main loop, with two
+            time.sleep(0.003)
+            many.poll(0)
+    elif mode == "long":
+        for pause in [0.001] * 10 + [0.03]:  # ten 1-ms turns and one of 30 ms
+            many.poll(0)
+            time.sleep(pause)
+        many.poll(0)
+    elif mode == "paced":
+        start = time.monotonic()
+        for _ in range(11):      # eleven polls at once: ten turns of at least the pace
+            many.poll(0)
+        print(time.monotonic() - start)
     def few():                   # a thread polling fewer descriptors: not the main loop
         one = select.poll()
         one.register(a.fileno(), select.POLLIN)
+        start = time.monotonic()
         for _ in range(4):
             one.poll(0)
             time.sleep(0.001)
+        print(time.monotonic() - start)
     t = threading.Thread(target=few); t.start(); t.join()
 """)
+
+
+def run_turns_child(tmp_path, mode, pace_us=None):
+    """Run TURNS_CHILD in ``mode`` with pollgate preloaded; its stats and printed lines."""
+    from fabric.measure.turns import read_turns
+
+    stats = tmp_path / f"turns-{mode}.bin"
+    script = tmp_path / "turns.py"
+    script.write_text(TURNS_CHILD)
+    env = {**os.environ, "LD_PRELOAD": str(POLLGATE), "POLLGATE_STATS": str(stats)}
+    if pace_us:
+        env["POLLGATE_MIN_TURN_US"] = str(pace_us)
+    done = subprocess.run([sys.executable, str(script), mode], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return read_turns(stats), [float(line) for line in done.stdout.split()]
+
+
+def counted_between(turns, low_us, high_us):
+    """Turns counted in buckets that lie within [low_us, high_us)."""
+    from fabric.measure.turns import bucket_upper_us
+
+    return sum(count for bucket, count in enumerate(turns.count)
+               if bucket and bucket_upper_us(bucket - 1) >= low_us
+               and bucket_upper_us(bucket) <= high_us)
 
 
 def test_pollgate_times_the_turns_of_the_thread_polling_the_most_descriptors(tmp_path):
     from fabric.measure.turns import read_turns
 
-    stats = tmp_path / "turns.bin"
-    script = tmp_path / "turns.py"
-    script.write_text(TURNS_CHILD)
-    env = {**os.environ, "LD_PRELOAD": str(POLLGATE), "POLLGATE_STATS": str(stats)}
-    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    turns = read_turns(stats)
+    turns, _ = run_turns_child(tmp_path, "turns")
     assert turns is not None and turns.turns == 6
-    # Turns of >= 3 ms ([2048, 4096) us, or one bucket up on a slow machine); the other
-    # thread's 1-ms turns are not counted.
-    assert sum(turns.hist[12:14]) >= 5 and sum(turns.hist[10:11]) == 0, turns.hist
-    assert 0.015 <= turns.busy_ns / 1e9 < 0.2
-    assert turns.quantile_us(0.5) in (4096.0, 8192.0)
+    # Turns of >= 3 ms (a slow machine may stretch them); the other thread's 1-ms turns
+    # are not counted.
+    assert counted_between(turns, 2800, 12000) == 6, turns.count
+    assert 0.017 <= turns.busy_ns / 1e9 < 0.2
+    assert 3000 <= turns.quantile_us(0.5) < 12000
+    assert turns.paced_ns == 0 and turns.min_turn_us == 0
     assert read_turns(tmp_path / "absent.bin") is None
+
+
+def test_the_timed_thread_stays_timed_when_it_polls_fewer_descriptors_for_a_while(tmp_path):
+    turns, _ = run_turns_child(tmp_path, "fewer")
+    assert turns.turns == 4 and counted_between(turns, 2800, 12000) == 4, turns.count
+
+
+def test_a_turn_ends_when_the_loop_finds_nothing_and_sleeps(tmp_path):
+    turns, _ = run_turns_child(tmp_path, "sleep")
+    # Two 3-ms turns; the 200 ms asleep in poll() are not in either.
+    assert turns.turns == 2 and counted_between(turns, 2800, 12000) == 2, turns.count
+    assert turns.busy_ns / 1e9 < 0.05
+
+
+def test_turn_time_quantiles_weigh_each_turn_by_how_long_it_lasted(tmp_path):
+    turns, _ = run_turns_child(tmp_path, "long")
+    assert turns.turns == 11
+    assert turns.quantile_us(0.5) < 4000            # most turns are short ...
+    assert turns.time_quantile_us(0.5) >= 30000     # ... most of the time is in the long one
+
+
+def test_pacing_holds_the_main_loop_to_its_minimum_turn_and_no_other_thread(tmp_path):
+    turns, (paced_s, other_s) = run_turns_child(tmp_path, "paced", pace_us=5000)
+    assert turns.min_turn_us == 5000 and turns.turns == 10
+    assert paced_s >= 0.05 and counted_between(turns, 4600, 20000) == 10, turns.count
+    assert turns.paced_ns / 1e9 >= 0.04
+    assert other_s < 0.02                            # the other thread's polls: not paced
+    unpaced, (fast_s, _) = run_turns_child(tmp_path, "paced")
+    assert fast_s < 0.02 and unpaced.paced_ns == 0
+
+
+def test_turn_buckets_hold_what_they_say():
+    from fabric.measure.turns import bucket_of, bucket_upper_us
+
+    for us in list(range(0, 100)) + [127, 128, 1000, 1023, 1024, 4095, 4096, 123456, 10**7]:
+        bucket = bucket_of(us)
+        low = bucket_upper_us(bucket - 1) if bucket else 0.0
+        assert low <= us < bucket_upper_us(bucket), (us, bucket)
+        assert bucket_upper_us(bucket) <= max(us * 1.125, us + 1), us  # within 1/8 above
