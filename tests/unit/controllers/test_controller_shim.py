@@ -394,3 +394,14 @@ def test_a_link_changes_only_when_its_ends_do(tmp_path):
     assert heard == [(link, False)]  # b is still down
     status(link.b, True)
     assert heard == [(link, False), (link, True)]
+
+
+def test_port_stats_requests_are_spread_over_the_interval_one_switch_at_a_time():
+    from controllers.openflow.shim import staggered
+
+    # Sent together, a fabric's requests made one long turn of the datapath every round.
+    plan = staggered([3, 1, 2, 4], 0.2)
+    assert [dpid for _, dpid in plan] == [3, 1, 2, 4]
+    assert [gap for gap, _ in plan] == pytest.approx([0.05] * 4)
+    assert sum(gap for gap, _ in plan) == pytest.approx(0.2)
+    assert staggered([], 0.2) == []
