@@ -51,7 +51,7 @@ from topologies.spec import FabricSpec
 
 CPU_BUSY_LIMIT = 0.95
 OVS_BUSY_LIMIT = 0.97
-#: Longest turn allowed (time-weighted p99 per second), as a share of the frame time.
+#: Longest turn allowed per second (turns longer take at most 1 % of it), in frame times.
 TURN_LIMIT_FRAMES = 1.0
 RATE_TOLERANCE = 0.05
 #: Fraction of 1-s samples allowed over the limits (start-up blips).
@@ -162,8 +162,8 @@ def cpu_reasons(machine_busy: list[float], ovs_busy: list[float],
                 turn_ms: Mapping[str, list[float]] | None = None,
                 frame_ms: float | None = None) -> list[str]:
     """Why the CPU samples make a run untrusted ([] when they do not): the machine's busy
-    share per second, and the datapath's turn times per second and instance against
-    ``frame_ms`` (or, without turn times, its share of a core)."""
+    share per second, the busiest ovs-vswitchd's share of a core per second, and (when
+    pollgate timed them) each instance's turns per second against ``frame_ms``."""
     reasons = []
     allowance = max(1, int(BUSY_SAMPLE_ALLOWANCE * max(len(machine_busy), 1)))
     hot = [b for b in machine_busy if b > CPU_BUSY_LIMIT]
@@ -181,8 +181,8 @@ def cpu_reasons(machine_busy: list[float], ovs_busy: list[float],
 
 
 def late_turn_reasons(turn_ms: Mapping[str, list[float]], frame_ms: float) -> list[str]:
-    """Instances whose turns (time-weighted p99 per second, ms) exceeded
-    `TURN_LIMIT_FRAMES` of ``frame_ms`` in more seconds than the allowance."""
+    """Instances whose turns (per second, ms: turns longer took at most 1 % of it) exceeded
+    `TURN_LIMIT_FRAMES` x ``frame_ms`` in more seconds than the allowance."""
     limit, reasons = TURN_LIMIT_FRAMES * frame_ms, []
     for name, series in sorted(turn_ms.items()):
         allowance = max(1, int(BUSY_SAMPLE_ALLOWANCE * len(series)))
