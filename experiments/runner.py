@@ -28,7 +28,7 @@ from fabric.measure.cpu import CpuSampler
 from fabric.measure.machine import machine_info
 from fabric.measure.paths import PathBook
 from fabric.measure.ports import PortInfo, port_infos
-from fabric.measure.turns import read_turns
+from fabric.measure.turns import held, read_turns
 from fabric.measure.telemetry import PortSampler
 from fabric.net import ovs
 from fabric.net.faults import FaultInjector
@@ -111,7 +111,8 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
                                                    sorted({r["job"] for r in rows}), number == 1)
                         fleet.run_round(rows, timeout_s=experiment.run_timeout_s,
                                         starting=lambda ns, a=anchors: faults.anchor(a, ns))
-                        paths.read(number)
+                        with held(turn_stats.values()):  # a dump, no frame in flight
+                            paths.read(number)
                     faults.close()  # actions not due yet are logged as not reached
                 except BaseException as exc:  # timeout, a dead agent, Ctrl-C: keep the records
                     failure = exc

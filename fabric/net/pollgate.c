@@ -73,18 +73,21 @@ static __thread uint32_t *idle_at;
 uint64_t pollgate_answered;
 
 /* The main loop's turns (fabric/measure/turns.py reads this layout): how many, their
- * total time, how long pacing slept, the pacing asked for, and per bucket how many
- * turns and how much time. Buckets 0-7 hold 0-7 us; above, 8 per power of two:
+ * total time, how long pacing slept, the pacing asked for, whether the harness holds
+ * the count (nonzero ``hold``: it is asking the daemon for a dump between rounds, with
+ * no frame in flight, so those turns say nothing of the datapath's lateness) and how
+ * many turns began while held (not counted), and per bucket how many turns and how much time. Buckets 0-7 hold 0-7 us; above, 8 per power of two:
  * bucket 8 + 8 (e - 3) + m holds [(8 + m) 2^(e-3), (9 + m) 2^(e-3)) us. */
 #define TURN_BUCKETS 256
 struct turn_stats {
-    uint64_t magic, turns, busy_ns, max_nfds, paced_ns, min_turn_us;
+    uint64_t magic, turns, busy_ns, max_nfds, paced_ns, min_turn_us, hold, held;
     uint64_t count[TURN_BUCKETS];
     uint64_t ns[TURN_BUCKETS];
 };
-#define TURN_MAGIC 0x32736e7275746770ULL  /* "pgturns2" */
+#define TURN_MAGIC 0x33736e7275746770ULL  /* "pgturns3" */
 static struct turn_stats *turns;
 static __thread uint64_t last_return_ns;
+static __thread int turn_held;  /* this turn began while the harness held the count */
 static uint64_t min_turn_ns;
 
 static uint64_t now_ns(void) {
@@ -134,6 +137,10 @@ static int timed(nfds_t nfds) {
 /* The timed thread's turn ended at ``end`` (it could see a new frame again). */
 static void count_turn(uint64_t end) {
     if (!last_return_ns) return;
+    if (turn_held) {
+        turns->held++;
+        return;
+    }
     uint64_t busy = end - last_return_ns;
     int bucket = turn_bucket(busy / 1000);
     turns->count[bucket]++;
@@ -164,6 +171,7 @@ static int timed_poll(struct pollfd *fds, nfds_t nfds, int timeout) {
     count_turn(now_ns());
     int n = real_poll(fds, nfds, timeout);
     last_return_ns = now_ns();
+    turn_held = __atomic_load_n(&turns->hold, __ATOMIC_RELAXED) != 0;
     return n;
 }
 

@@ -76,7 +76,7 @@ def test_shipped_collectives_complete_trusted_and_conserved(name, tmp_path):
     assert len(per_second) >= len(measured["cpu_busy"]) - 1 and max(per_second) > 0
 
 
-@pytest.mark.parametrize("frames, late", [(0.8, False), (1.5, True)])
+@pytest.mark.parametrize("frames, late", [(0.5, False), (1.5, True)])
 def test_a_datapath_made_late_behind_the_guards_back_is_untrusted_by_its_turns(
         frames, late, tmp_path, monkeypatch):
     # pollgate paces ovs-vswitchd's main loop to turns of ``frames`` frame times (7.2 ms

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from fabric.net.shards import POLLGATE
 
@@ -162,6 +163,17 @@ TURNS_CHILD = textwrap.dedent("""
         for _ in range(3):       # still the main loop, with two
             time.sleep(0.003)
             many.poll(0)
+    elif mode == "held":         # the harness holds the count around turns 3 and 4
+        import os
+        sys.path.insert(0, sys.argv[2])
+        from fabric.measure.turns import held
+        hold = held([os.environ["POLLGATE_STATS"]])
+        many.poll(0); time.sleep(0.003)
+        many.poll(0); hold.__enter__(); time.sleep(0.003)
+        many.poll(0); time.sleep(0.003)
+        many.poll(0); hold.__exit__(None, None, None); time.sleep(0.003)
+        many.poll(0); time.sleep(0.003)
+        many.poll(0)
     elif mode == "long":
         for pause in [0.001] * 10 + [0.03]:  # ten 1-ms turns and one of 30 ms
             many.poll(0)
@@ -194,8 +206,9 @@ def run_turns_child(tmp_path, mode, pace_us=None):
     env = {**os.environ, "LD_PRELOAD": str(POLLGATE), "POLLGATE_STATS": str(stats)}
     if pace_us:
         env["POLLGATE_MIN_TURN_US"] = str(pace_us)
-    done = subprocess.run([sys.executable, str(script), mode], env=env, capture_output=True,
-                          text=True, timeout=60)
+    root = str(Path(__file__).resolve().parents[3])
+    done = subprocess.run([sys.executable, str(script), mode, root], env=env,
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return read_turns(stats), [float(line) for line in done.stdout.split()]
 
@@ -226,6 +239,13 @@ def test_pollgate_times_the_turns_of_the_thread_polling_the_most_descriptors(tmp
 def test_the_timed_thread_stays_timed_when_it_polls_fewer_descriptors_for_a_while(tmp_path):
     turns, _ = run_turns_child(tmp_path, "fewer")
     assert turns.turns == 4 and counted_between(turns, 2800, 12000) == 4, turns.count
+
+
+def test_turns_begun_while_the_harness_holds_the_count_are_not_counted(tmp_path):
+    turns, _ = run_turns_child(tmp_path, "held")
+    # Five 3-ms turns: the two that began while held are counted apart, not timed.
+    assert (turns.turns, turns.held) == (3, 2)
+    assert counted_between(turns, 2800, 12000) == 3, turns.count
 
 
 def test_a_turn_ends_when_the_loop_finds_nothing_and_sleeps(tmp_path):
