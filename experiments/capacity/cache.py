@@ -9,7 +9,8 @@ Pure: no root, no network.
 A fabric's shape is its spec without its rates, name and description (the
 rate is what the sweep varies). A machine is what the emulator's speed
 depends on: CPU model and count, memory, kernel, Open vSwitch version and
-datapath.
+datapath. A figure is also tied to the trusted verdict's rules
+(`fabric.measure.fidelity.RULES`): one measured before a rule changed is not used.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from fabric.measure.fidelity import RULES
 from topologies.spec import FabricSpec
 
 CACHE_FILE = Path(os.environ.get("RAILCC_CAPACITY_FILE", "/var/lib/railcc/capacity.json"))
@@ -61,9 +63,10 @@ def machine_key(machine: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(dict(machine), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def entry_key(spec: FabricSpec, machine: Mapping[str, Any]) -> str:
-    """Where a fabric's figure on a machine is kept in the cache."""
-    return f"{shape_key(spec)}@{machine_key(machine)}"
+def entry_key(spec: FabricSpec, machine: Mapping[str, Any], rules: int = RULES) -> str:
+    """Where a fabric's figure on a machine, judged by the verdict's ``rules``, is kept in
+    the cache (a figure measured under other rules is not looked up)."""
+    return f"{shape_key(spec)}@{machine_key(machine)}" + (f"#r{rules}" if rules > 1 else "")
 
 
 def load(path: Path = CACHE_FILE) -> dict[str, Capacity]:

@@ -49,6 +49,9 @@ from fabric.net.pfc.policy import WATCHDOG_S as PFC_WATCHDOG_S
 from topologies.export import load_json
 from topologies.spec import FabricSpec
 
+#: Which rules judge a run: bump it when a rule changes what is trusted (figures measured
+#: under other rules, e.g. cached trusted capacities, are then not reused). 2: the turns.
+RULES = 2
 CPU_BUSY_LIMIT = 0.95
 OVS_BUSY_LIMIT = 0.97
 #: Longest turn allowed per second (turns longer take at most 1 % of it), in frame times.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from experiments.capacity.cache import (Capacity, admission, entry_key, load, lookup, save,
                                         shape_key)
@@ -41,6 +42,15 @@ def test_save_and_lookup_per_fabric_and_machine(tmp_path):
     cache.write_text("not json")
     assert load(cache) == {}
     assert entry_key(SMALL, MACHINE) != entry_key(SMALL, {**MACHINE, "kernel": "6.2"})
+
+
+def test_a_figure_measured_under_other_verdict_rules_is_not_used(tmp_path):
+    cache = tmp_path / "capacity.json"
+    old = entry_key(SMALL, MACHINE, rules=1)     # the key before rules had a version
+    cache.write_text(json.dumps({old: dataclasses.asdict(measured(40.0))}))
+    assert lookup(SMALL, MACHINE, cache) is None
+    save(SMALL, measured(20.0), cache)
+    assert lookup(SMALL, MACHINE, cache).nic_mbps == 20.0
 
 
 def test_admission_refuses_above_twice_the_capacity_or_the_specs_fraction():
