@@ -1,11 +1,11 @@
 """How long ovs-vswitchd's main loop takes a turn, from the stats pollgate keeps.
 
 fabric/net/pollgate.c, preloaded into each shard's ovs-vswitchd, times every turn
-of the thread that polls every port: from one poll() returning to the next moment
-it could see a new frame (that poll's return when something was ready, or the
-moment it found nothing and slept). It counts the turns and sums their time per
-bucket of a log-linear histogram (8 buckets per power of two of microseconds) in a
-small shared file (``Shard.turn_stats``). A frame that reaches a port waits at most
+of the thread that polls every port, from one poll() returning to the next poll()
+call (the time poll() then sleeps is not a turn: a frame arriving then wakes it).
+It counts the turns and sums their time per bucket of a log-linear histogram (8
+buckets per power of two of microseconds) in a small shared file
+(``Shard.turn_stats``). A frame that reaches a port waits at most
 about two turns before the datapath reads it, so the turn time is how late the
 datapath can be, whatever its CPU share says: a thread that never sleeps because
 each turn polls a thousand ports is busy, not necessarily late.
@@ -55,7 +55,7 @@ class Turns:
     paced_ns: int = 0
     min_turn_us: int = 0
     #: Turns that began while the harness held the count (`held`), not in the figures.
-    held: int = 0
+    held_turns: int = 0
 
     def since(self, before: "Turns") -> "Turns":
         """The turns taken after ``before`` was read."""
@@ -63,7 +63,7 @@ class Turns:
                      tuple(a - b for a, b in zip(self.count, before.count)),
                      tuple(a - b for a, b in zip(self.ns, before.ns)),
                      self.paced_ns - before.paced_ns, self.min_turn_us,
-                     self.held - before.held)
+                     self.held_turns - before.held_turns)
 
     def quantile_us(self, q: float) -> float:
         """Upper bound (us) of the bucket holding quantile ``q`` of the turns (0 if none)."""
@@ -91,7 +91,7 @@ class Turns:
         """What fidelity.json records of one instance's turns."""
         return {"turns": self.turns, "busy_s": round(self.busy_ns / 1e9, 3),
                 "paced_s": round(self.paced_ns / 1e9, 3), "min_turn_us": self.min_turn_us,
-                "held_turns": self.held,
+                "held_turns": self.held_turns,
                 "mean_us": round(self.busy_ns / self.turns / 1e3, 1) if self.turns else 0.0,
                 "p50_us": self.quantile_us(0.5), "p99_us": self.quantile_us(0.99),
                 "time_p99_us": self.time_quantile_us(0.99), "max_us": self.quantile_us(1.0)}
@@ -117,12 +117,12 @@ def read_turns(path: Path) -> Turns | None:
         return None
     if len(data) < LAYOUT.size:
         return None
-    magic, turns, busy_ns, _max_nfds, paced_ns, min_turn_us, _hold, held, *rest = \
+    magic, turns, busy_ns, _max_nfds, paced_ns, min_turn_us, _hold, held_turns, *rest = \
         LAYOUT.unpack_from(data)
     if magic != MAGIC:
         return None
     return Turns(turns, busy_ns, tuple(rest[:BUCKETS]), tuple(rest[BUCKETS:]), paced_ns,
-                 min_turn_us, held)
+                 min_turn_us, held_turns)
 
 
 @contextlib.contextmanager

@@ -244,7 +244,7 @@ def test_the_timed_thread_stays_timed_when_it_polls_fewer_descriptors_for_a_whil
 def test_turns_begun_while_the_harness_holds_the_count_are_not_counted(tmp_path):
     turns, _ = run_turns_child(tmp_path, "held")
     # Five 3-ms turns: the two that began while held are counted apart, not timed.
-    assert (turns.turns, turns.held) == (3, 2)
+    assert (turns.turns, turns.held_turns) == (3, 2)
     assert counted_between(turns, 2800, 12000) == 3, turns.count
 
 
