@@ -94,10 +94,10 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
             groups = {"agents": [proc.pid for proc in fleet.procs.values()],
                       "controller": [net.controller.proc.pid] if net.controller else [],
                       "harness": [os.getpid()]}
-            turns_before = {shard.netns: read_turns(shard.turn_stats) for shard in net.shards}
-            ovs_turns: dict[str, dict[str, float]] = {}
             turn_stats = {f"ovs{shard.index}": shard.turn_stats for shard in net.shards
                           if shard.pollgate}
+            turns_before = {name: read_turns(path) for name, path in turn_stats.items()}
+            ovs_turns: dict[str, dict[str, float]] = {}
             with CpuSampler(net.vswitchd_pids(), groups=groups,
                             turn_stats=turn_stats) as cpu, sampler, faults, \
                     Captures(net, experiment.captures, out_dir):
@@ -124,7 +124,7 @@ def run(experiment: Experiment, out_dir: Path, progress: Progress | None = None,
                 # Inside the samplers: late duplicate ACKs dropped while the agents
                 # quiesce must still be counted.
                 counters = fleet.finish(tolerant=failure is not None)
-                ovs_turns = _turns_since(net, turns_before)
+                ovs_turns = _turns_since(turn_stats, turns_before)
         finally:
             fleet.stop()
         paths.write(out_dir / "paths.json")
@@ -222,13 +222,13 @@ def _capacity_at(capacity: float, changes: list[tuple[float, float]], when: floa
     return capacity * share
 
 
-def _turns_since(net: Network, before: dict) -> dict[str, dict[str, float]]:
+def _turns_since(turn_stats: dict[str, Path], before: dict) -> dict[str, dict[str, float]]:
     """Each shard's main-loop turns over the traffic (pollgate's stats; {} without it)."""
     found = {}
-    for index, shard in enumerate(net.shards):
-        after, start = read_turns(shard.turn_stats), before.get(shard.netns)
+    for name, path in turn_stats.items():
+        after, start = read_turns(path), before.get(name)
         if after is not None and start is not None:
-            found[f"ovs{index}"] = after.since(start).summary()
+            found[name] = after.since(start).summary()
     return found
 
 
