@@ -9,13 +9,17 @@ is known before any path is chosen, and the flows take their paths largest
 expected rate first (then most bytes), each the equal-cost path
 `choose_path` picks given the ones placed before it (overridden per
 algorithm). Each flow gets an exact 5-tuple rule on every switch of its path
-but the last ToR (priority ``PRIORITY_FLOW``, above the ECMP routes that
-still carry ACKs and unannounced traffic) and a RATE_GRANT after the rules;
+where ECMP's healthy routes have a choice (priority ``PRIORITY_FLOW``, above
+the ECMP routes that still carry ACKs and unannounced traffic; where they
+have one port, as at the last ToR, a rule would change nothing and only cost
+the switch a flow-table change) and a RATE_GRANT after the rules;
 the NIC sends only after the grant. A retransmitted request is answered
 again, never installed twice. When a fabric link goes down, every flow
 crossing it moves to another path at once (rules added downstream first, so
-no packet meets a missing rule). Subclasses react to flows arriving and
-leaving through `after_change`.
+no packet meets a missing rule). A finished flow's rules are removed later,
+together: when no announced flow is left, or ``STALE_FLUSH_S`` after the first
+of them finished (see there). Subclasses react to flows arriving and leaving
+through `after_change`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from controllers.core.events import PortCounters
 from controllers.core.inband import IP_PROTO_UDP, control_frame, manager_match, parse_control
 from controllers.core.intents import FlowRule, Intent, Output, PacketOut, ToController
 from controllers.core.paths import LinkKey, PathFinder, capacities, link_keys
+from controllers.core.routing import tor_prefix
 from fabric.nic import wire
 from topologies.model import TOR, Link, Node, Topology
 
@@ -47,6 +52,13 @@ BATCH_MAX_S = 0.1
 #: the end of an All2All hundreds finish at once, and one re-grant round each would
 #: keep the controller busy for seconds.
 DONE_BATCH_S = 0.002
+#: A finished flow's rules are removed when no announced flow is left, or at the latest
+#: this long after the first of them finished (s). Every rule change makes OVS
+#: revalidate every datapath flow of the switch's process; removed one by one as the
+#: flows of an All2All finished, they kept its forwarding thread's turns at 30-70 ms
+#: (a 2:1 rail-3tier, 480 flows; benchmarks/RESULTS.md). A rule left behind pins only a
+#: 5-tuple that sends nothing until its QP announces again (and is placed afresh).
+STALE_FLUSH_S = 1.0
 
 Path = tuple[LinkKey, ...]
 
@@ -95,6 +107,9 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
         self.batch_due = 0.0
         #: When `after_change` runs for flows that finished since it last ran (None: none).
         self.change_due: float | None = None
+        #: Rules of finished flows not removed yet, by (switch, 5-tuple); when they go.
+        self.stale: dict[tuple[int, str, str, int], FlowRule] = {}
+        self.stale_due: float | None = None
         self.finder = PathFinder(topology, self.routes)
         self.capacity: dict[LinkKey, float] = capacities(topology)
         self.line_mbps = topology.spec.nic_mbps
@@ -122,12 +137,16 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
         return intents
 
     def rules(self, flow: Flow, command: str = "add") -> list[FlowRule]:
-        """Exact-match rules pinning ``flow`` to its path (or deleting them), downstream first."""
+        """Exact-match rules pinning ``flow`` to its path (or deleting them), downstream first,
+        on the switches where ECMP's healthy routes have a choice."""
         path = flow.path
         match = {"eth_type": 0x0800, "ip_proto": IP_PROTO_UDP, "ipv4_src": flow.src_ip,
                  "ipv4_dst": flow.dst_ip, "udp_src": flow.src_port, "udp_dst": wire.ROCE_PORT}
+        prefix = tor_prefix(self.finder.tors[self.finder.nic(flow.dst_ip).tor])
         out = []
         for switch, port in reversed(path[1:-1]):
+            if list(self.healthy[switch].get(prefix, ())) == [port]:
+                continue
             dpid = self.topology.node(switch).dpid
             actions = (Output(port),) if command == "add" else ()
             out.append(FlowRule(dpid, PRIORITY_FLOW, match, actions, command=command))
@@ -173,18 +192,21 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
     def next_timer(self) -> float | None:
         """When `timer` has work: the pending batch's placement or the deferred reaction to
         finished flows, whichever is first (None: nothing)."""
-        dues = [due for due in (self.batch_due if self.pending else None, self.change_due)
-                if due is not None]
+        dues = [due for due in (self.batch_due if self.pending else None, self.change_due,
+                                self.stale_due) if due is not None]
         return min(dues) if dues else None
 
     def timer(self, now: float) -> list[Intent]:
-        """Place the pending batch, or react to finished flows, if its time came."""
+        """Place the pending batch, react to finished flows, or remove their rules, if its
+        time came."""
         if self.pending and now >= self.batch_due:
             batch, self.pending = list(self.pending.values()), {}
             return self.place(batch, now)
         if self.change_due is not None and now >= self.change_due:
             self.change_due = None
             return self.after_change(now)
+        if self.stale_due is not None and now >= self.stale_due:
+            return self.flush_stale()
         return []
 
     def place(self, batch: Sequence[tuple[Flow, int]], now: float) -> list[Intent]:
@@ -208,6 +230,9 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
             self._attach(flow)
             placed.append((flow, seqs[flow.key]))
         intents: list[Intent] = [rule for flow, _ in placed for rule in self.rules(flow)]
+        for rule in intents:  # a new rule replaces a finished flow's on the same 5-tuple
+            self.stale.pop((rule.dpid, rule.match["ipv4_src"], rule.match["ipv4_dst"],
+                            rule.match["udp_src"]), None)
         self.change_due = None
         intents += self.after_change(now, new=[flow for flow, _ in placed])
         intents += [self.grant(flow, seq) for flow, seq in placed]
@@ -224,11 +249,26 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
             return []
         self._detach(flow)
         self.reestimate(flow)
+        removals = self.retire(flow, now)
         if not self.batch_s:
-            return self.rules(flow, command="delete") + self.after_change(now)
+            return removals + self.after_change(now)
         if self.change_due is None:
             self.change_due = now + DONE_BATCH_S
-        return self.rules(flow, command="delete")
+        return removals
+
+    def retire(self, flow: Flow, now: float) -> list[Intent]:
+        """Queue a finished flow's rules for removal (see ``STALE_FLUSH_S``); every queued
+        removal once no announced flow is left."""
+        for rule in self.rules(flow, command="delete"):
+            self.stale[(rule.dpid, flow.src_ip, flow.dst_ip, flow.src_port)] = rule
+        if self.stale_due is None:
+            self.stale_due = now + STALE_FLUSH_S
+        return [] if self.flows or self.pending else self.flush_stale()
+
+    def flush_stale(self) -> list[Intent]:
+        """The removals of every finished flow's rules still in place."""
+        removals, self.stale, self.stale_due = list(self.stale.values()), {}, None
+        return removals
 
     def estimate(self, flow: Flow) -> float:
         """Expected rate of ``flow`` (Mb/s): its NICs' line rate shared with their other flows."""

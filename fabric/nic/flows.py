@@ -7,8 +7,11 @@ address, the peer, the bytes loaded, its UDP source port) to
 ``wire.MANAGER_IP``; it holds its packets until a RATE_GRANT arrives and the
 grant's rate becomes the QP's rate. A request unanswered for
 ``grant_timeout_ms`` is sent again, for as long as the QP has nothing to send
-yet; once it has and ``MAX_TRIES`` went unanswered, it sends at its current
-rate anyway (counted in ``grant_timeouts``): a slow or dead manager delays a
+yet, each retry then waiting twice as long as the one before (up to
+``MAX_BACKOFF`` timeouts: a manager busy placing a few hundred flows is not
+asked again by all of them every timeout, and nothing waits on an idle QP);
+once it has work, every timeout, and after ``MAX_TRIES`` unanswered it sends
+at its current rate anyway (counted in ``grant_timeouts``): a slow or dead manager delays a
 round's start, never a started flow by more than one timeout. When every packet is
 acknowledged and no loaded work is left (a ring's later steps still waiting
 for their data count as loaded), the QP reports FLOW_DONE after ``linger_ms``
@@ -30,6 +33,8 @@ from fabric.nic.qp import SendQP
 log = logging.getLogger(__name__)
 
 MAX_TRIES = 3
+#: The longest wait between retries of an idle QP, in grant timeouts.
+MAX_BACKOFF = 8
 
 
 class FlowAnnouncer:
@@ -60,7 +65,8 @@ class FlowAnnouncer:
                                    qp.unacked_bytes() + qp.unqueued_bytes, qp.src_port,
                                    qp.request_seq)
         nic.send_ack(qp.src_port, wire.MANAGER_IP, wire.encode(request), "control_sent")
-        qp.request_deadline = now + self.timeout_ns
+        backoff = min(1 << (qp.request_tries - 1), MAX_BACKOFF) if qp.idle() else 1
+        qp.request_deadline = now + self.timeout_ns * backoff
         return qp.request_deadline
 
     def on_grant(self, qp: SendQP, grant: wire.RateGrant, now: int) -> None:

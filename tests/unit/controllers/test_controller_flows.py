@@ -14,8 +14,10 @@ from tests.unit.controllers.fakeoftable import programmed
 from controllers.algorithms.adaptive import AdaptiveAlgorithm  # noqa: E402
 from controllers.core.events import PortCounters  # noqa: E402
 from controllers.core.inband import control_frame, parse_control  # noqa: E402
-from controllers.core.intents import PacketOut  # noqa: E402
+from controllers.core.intents import FlowRule, PacketOut  # noqa: E402
 from controllers.core.maxmin import link_loads  # noqa: E402
+from controllers.algorithms.flow_routing import PRIORITY_FLOW, STALE_FLUSH_S  # noqa: E402
+from controllers.core.routing import tor_prefix  # noqa: E402
 from controllers.algorithms.proactive import ProactiveAlgorithm  # noqa: E402
 from fabric.nic import wire  # noqa: E402
 from topologies import load  # noqa: E402
@@ -79,6 +81,7 @@ def test_announced_flows_follow_valid_loop_free_paths_and_are_granted(cls, prese
     servers = [s.name for s in topology.servers()]
     pairs = [(nic(topology, a, 0), nic(topology, b, 1 % topology.spec.rails))
              for a in servers[:4] for b in servers[-4:] if a != b]
+    rules = hops_with_a_choice = switch_hops = 0
     for qp, (src, dst) in enumerate(pairs, start=10):
         intents = request(topology, fabric, algorithm, src, dst, qp, 50000 + qp)
         granted = grants(intents)
@@ -90,6 +93,13 @@ def test_announced_flows_follow_valid_loop_free_paths_and_are_granted(cls, prese
         assert len({hop.switch for hop in hops}) == len(hops)  # loop-free
         flow = algorithm.flows[(src.ip, qp)]
         assert [(h.switch, h.out_port) for h in hops] == list(flow.path[1:])
+        # Rules only where ECMP could hash elsewhere (a rule is a flow-table change).
+        rules += sum(isinstance(i, FlowRule) and i.priority == PRIORITY_FLOW for i in intents)
+        prefix = tor_prefix(algorithm.finder.tors[dst.tor])
+        hops_with_a_choice += sum(len(algorithm.healthy[h.switch][prefix]) > 1 for h in hops[:-1])
+        switch_hops += len(hops) - 1
+    assert rules == hops_with_a_choice
+    assert rules < switch_hops or preset == "rail-3tier"  # parallel links: a choice everywhere
 
 
 def test_a_repeated_request_is_granted_again_without_new_rules():
@@ -247,3 +257,47 @@ def test_proactive_grants_the_headline_rings_their_line_rate_and_regrants_when_f
         algorithm.packet_in(topology.node(tor.tor).dpid, tor.tor_port, frame, 1.0)
     after = {k: g.rate_kbps for k, (_, g) in grants(settle(algorithm)).items()}
     assert after[kept] >= line - 1 and set(after) <= set(granted) - set(sharing)
+
+
+
+def deletions(intents):
+    """(switch, UDP source port) of every flow rule the intents remove."""
+    return {(i.dpid, i.match["udp_src"]) for i in intents
+            if isinstance(i, FlowRule) and i.command == "delete"}
+
+
+@pytest.mark.parametrize("cls", ALGOS)
+def test_a_finished_flows_rules_are_removed_together_later_never_a_replaced_one(cls):
+    # Each rule change makes OVS revalidate every datapath flow: a finished flow's rules
+    # go when no announced flow is left, or STALE_FLUSH_S after the first finished.
+    topology = load("rail-2tier-small")
+    algorithm, fabric = programmed(topology, cls(topology))
+    dst = nic(topology, "h5", 0)
+    senders = {qp: nic(topology, server, 0) for qp, server in enumerate(["h1", "h2"], 1)}
+
+    def pinned(qp):
+        flow = algorithm.flows[(senders[qp].ip, qp)]
+        return {(rule.dpid, 60000 + qp) for rule in algorithm.rules(flow)}
+
+    def done(qp, now):
+        frame = from_nic(wire.FlowDone(qp, senders[qp].ip, dst.ip, 0))
+        return algorithm.packet_in(topology.node(senders[qp].tor).dpid,
+                                   senders[qp].tor_port, frame, now)
+
+    for qp in senders:
+        request(topology, fabric, algorithm, senders[qp], dst, qp, 60000 + qp)
+    first = pinned(2)
+    assert not deletions(done(2, 1.0))              # flow 1 still runs
+    assert not deletions(settle(algorithm))         # the re-allocation comes first
+    assert algorithm.next_timer() == pytest.approx(1.0 + STALE_FLUSH_S)
+    assert deletions(settle(algorithm)) == first and algorithm.next_timer() is None
+    # Flow 2 again, done, and again before its rules went: the new rules stay.
+    request(topology, fabric, algorithm, senders[2], dst, 2, 60002, now=3.0)
+    assert not deletions(done(2, 3.5) + settle(algorithm))
+    request(topology, fabric, algorithm, senders[2], dst, 2, 60002, now=3.6)
+    again = pinned(2)
+    assert not deletions(algorithm.timer(3.5 + STALE_FLUSH_S)) & again
+    # The last flow to finish takes every finished flow's rules with it.
+    last = pinned(1)
+    assert not deletions(done(1, 5.0))
+    assert deletions(done(2, 5.1)) == last | again

@@ -111,6 +111,17 @@ def test_an_unanswered_request_is_retried_then_the_qp_goes_anyway():
     assert h5.records.delivered[1].complete
 
 
+def test_a_qp_waiting_for_its_round_backs_off_between_retries():
+    # Loaded, not started: nothing waits on it, so it asks a busy manager less and less
+    # often (30, 60, 120, 240 ms: MAX_BACKOFF timeouts at most), and goes on asking.
+    clock, net, h1, h5, manager = _announcing(rate_kbps=10000, ignore_first=100)
+    _transfer(h1, h5, 1, 100_000)
+    settle(net, 1000)
+    times = [t for t, _ in manager.requests]
+    assert [(b - a) // 1_000_000 for a, b in zip(times, times[1:])] == [30, 60, 120, 240, 240, 240]
+    assert h1.counters()["grant_timeouts"] == 0 and h1.counters()["data_sent"] == 0
+
+
 def test_messages_sharing_a_qp_are_one_flow():
     clock, net, h1, h5, manager = _announcing(rate_kbps=10000)
     _transfer(h1, h5, 1, 100_000)
