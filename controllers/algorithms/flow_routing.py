@@ -12,8 +12,8 @@ algorithm). Each flow gets an exact 5-tuple rule on every switch of its path
 where ECMP's healthy routes have a choice (priority ``PRIORITY_FLOW``, above
 the ECMP routes that still carry ACKs and unannounced traffic; where they
 have one port, as at the last ToR, a rule would change nothing and only cost
-the switch a flow-table change) and a RATE_GRANT after the rules;
-the NIC sends only after the grant. A retransmitted request is answered
+the switch a flow-table change) and a grant after the rules (one message per
+NIC for the flows placed together); the NIC sends only after the grant. A retransmitted request is answered
 again, never installed twice. When a fabric link goes down, every flow
 crossing it moves to another path at once (rules added downstream first, so
 no packet meets a missing rule). A finished flow's rules are removed later,
@@ -61,6 +61,12 @@ DONE_BATCH_S = 0.002
 STALE_FLUSH_S = 1.0
 
 Path = tuple[LinkKey, ...]
+
+
+def pinned_key(rule: FlowRule) -> tuple[int, str, str, int]:
+    """A flow rule's switch and the 5-tuple it pins (the rest of the match is fixed)."""
+    match = rule.match
+    return (rule.dpid, match["ipv4_src"], match["ipv4_dst"], match["udp_src"])
 
 
 @dataclass
@@ -190,8 +196,8 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
         return []
 
     def next_timer(self) -> float | None:
-        """When `timer` has work: the pending batch's placement or the deferred reaction to
-        finished flows, whichever is first (None: nothing)."""
+        """When `timer` has work: the pending batch's placement, the deferred reaction to
+        finished flows or the removal of their rules, whichever is first (None: nothing)."""
         dues = [due for due in (self.batch_due if self.pending else None, self.change_due,
                                 self.stale_due) if due is not None]
         return min(dues) if dues else None
@@ -229,13 +235,12 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
             flow.path = self.choose_path(flow, candidates, now)
             self._attach(flow)
             placed.append((flow, seqs[flow.key]))
-        intents: list[Intent] = [rule for flow, _ in placed for rule in self.rules(flow)]
-        for rule in intents:  # a new rule replaces a finished flow's on the same 5-tuple
-            self.stale.pop((rule.dpid, rule.match["ipv4_src"], rule.match["ipv4_dst"],
-                            rule.match["udp_src"]), None)
+        intents: list[Intent] = self.claim([rule for flow, _ in placed
+                                            for rule in self.rules(flow)])
         self.change_due = None
         intents += self.after_change(now, new=[flow for flow, _ in placed])
-        intents += [self.grant(flow, seq) for flow, seq in placed]
+        intents += self.grant_batch([flow for flow, _ in placed],
+                                    {flow.key: seq for flow, seq in placed})
         LOG.info("%s: placed %d flow(s) together (%d active), %d intents", self.name,
                  len(placed), len(self.flows), len(intents))
         return intents
@@ -260,10 +265,17 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
         """Queue a finished flow's rules for removal (see ``STALE_FLUSH_S``); every queued
         removal once no announced flow is left."""
         for rule in self.rules(flow, command="delete"):
-            self.stale[(rule.dpid, flow.src_ip, flow.dst_ip, flow.src_port)] = rule
+            self.stale[pinned_key(rule)] = rule
         if self.stale_due is None:
             self.stale_due = now + STALE_FLUSH_S
         return [] if self.flows or self.pending else self.flush_stale()
+
+    def claim(self, rules: list[FlowRule]) -> list[FlowRule]:
+        """New rules, each replacing a finished flow's on its switch and 5-tuple: that one
+        is no longer to be removed."""
+        for rule in rules:
+            self.stale.pop(pinned_key(rule), None)
+        return rules
 
     def flush_stale(self) -> list[Intent]:
         """The removals of every finished flow's rules still in place."""
@@ -288,9 +300,27 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
 
     def grant(self, flow: Flow, seq: int = 0) -> PacketOut:
         """A RATE_GRANT of the flow's current rate, out of its NIC's ToR port."""
-        self.grants += 1
-        kbps = max(1, int(self.granted_mbps(flow) * 1000))
-        return self._to_nic(flow, wire.RateGrant(flow.qp, kbps, seq & 0xFFFFFF))
+        return self.grant_batch([flow], {flow.key: seq})[0]
+
+    def grant_batch(self, flows: Sequence[Flow],
+                    seqs: dict[tuple[str, int], int] | None = None) -> list[PacketOut]:
+        """The flows' grants, one message per NIC in the flows' order (RATE_GRANTS when a
+        NIC has several): each packet-out costs the switch's forwarding thread a turn's
+        share, and a re-allocation touches many flows of each NIC at once."""
+        by_nic: dict[str, list[Flow]] = {}
+        for flow in flows:
+            by_nic.setdefault(flow.src_ip, []).append(flow)
+        out = []
+        for group in by_nic.values():
+            for start in range(0, len(group), wire.MAX_GRANTS):
+                chunk = group[start:start + wire.MAX_GRANTS]
+                items = [wire.RateGrant(flow.qp, max(1, int(self.granted_mbps(flow) * 1000)),
+                                        (seqs or {}).get(flow.key, 0) & 0xFFFFFF)
+                         for flow in chunk]
+                self.grants += len(items)
+                message = items[0] if len(items) == 1 else wire.RateGrants(tuple(items))
+                out.append(self._to_nic(chunk[0], message))
+        return out
 
     def granted_mbps(self, flow: Flow) -> float:
         """The rate a grant gives ``flow``: line rate (the NIC shares it); `proactive` overrides."""
@@ -371,7 +401,7 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
         self._detach(flow)
         flow.path, flow.moved_at = path, now
         self._attach(flow)
-        new = self.rules(flow)
+        new = self.claim(self.rules(flow))
         kept = {rule.dpid for rule in new}
         return new + [FlowRule(r.dpid, r.priority, r.match, (), command="delete")
                       for r in old if r.dpid not in kept]

@@ -14,9 +14,10 @@ phases, still clump, and at 99 % a 10-frame buffer overflowed once in two runs
 with 24 flows on a 2:1 uplink (benchmarks/RESULTS.md); the rest also carries
 the ACKs (0.1 % of the data's bytes at ``ack_every`` 8). When flows arrive,
 leave or move, every flow whose rate
-changed by more than 1 % gets a new RATE_GRANT at once: cuts first, then
-raises, then the newcomers' grants, so the sum of granted rates stays within
-the links' capacity; a finished flow's share goes to the others at once.
+changed by more than 1 % gets a new grant at once (one message per NIC): cuts
+first, then raises, then the newcomers' grants, so the sum of granted rates
+stays within the links' capacity; a finished flow's share goes to the others
+at once.
 """
 
 from __future__ import annotations
@@ -78,4 +79,4 @@ class ProactiveAlgorithm(FlowRoutingAlgorithm):
             elif abs(rate - flow.rate_mbps) > GRANT_CHANGE * flow.rate_mbps:
                 (cuts if rate < flow.rate_mbps else raises).append(flow)
                 self.set_rate(flow, rate)
-        return [self.grant(flow) for flow in cuts + raises]
+        return self.grant_batch(cuts) + self.grant_batch(raises)

@@ -206,13 +206,22 @@ class AgentCore:
                 self._next_timer = earliest(self._next_timer, qp.rate.next_recovery)
         else:
             self.count["control_received"] += 1
-            qp = self.send_qps.get(getattr(message, "qp", -1))
-            if isinstance(message, wire.RateGrant) and qp is not None:
-                if self.flows is not None:
-                    self.flows.on_grant(qp, message, now)
-                elif message.rate_kbps > 0:
-                    qp.set_rate(message.rate_kbps / 1000.0, now)
-                self._rate_hint(qp)
+            if isinstance(message, wire.RateGrant):
+                self._on_grant(message, now)
+            elif isinstance(message, wire.RateGrants):
+                for grant in message.grants:
+                    self._on_grant(grant, now)
+
+    def _on_grant(self, grant: wire.RateGrant, now: int) -> None:
+        """The fabric manager granted one of our QPs a rate."""
+        qp = self.send_qps.get(grant.qp)
+        if qp is None:
+            return
+        if self.flows is not None:
+            self.flows.on_grant(qp, grant, now)
+        elif grant.rate_kbps > 0:
+            qp.set_rate(grant.rate_kbps / 1000.0, now)
+        self._rate_hint(qp)
 
     def _on_data(self, nic: NicPort, src_ip: str, qp: int, psn: int, ack_req: bool, ts: int,
                  message_id: int, length: int, padding: int) -> None:

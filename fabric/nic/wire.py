@@ -14,7 +14,10 @@ the one-way delay of the frame it acknowledges, in microseconds (Swift; 0: none)
 FLOW_REQUEST 0xC0 (src ip, dst ip, bytes u64, src udp port u16), RATE_GRANT
 0xC1 (rate kbit/s u32), FLOW_DONE 0xC2 (src ip, dst ip, bytes u64); their BTH
 DestQP is the flow's QP and their PSN a sequence number matching grant to
-request.
+request. RATE_GRANTS 0xC3 carries several QPs' grants to one NIC (a
+re-allocation touches many at once; one packet-out each cost the switch's
+forwarding thread): BTH DestQP and PSN 0, then per grant QP u32, rate kbit/s
+u32, sequence number u32, at most ``MAX_GRANTS`` of them.
 
 Unlike IB (which carries it only in the first packet) every data packet holds
 the railcc payload header: send timestamp ns u64, message id u64, message
@@ -78,6 +81,9 @@ MANAGER_MAC = "02:ff:ff:ff:ff:fe"
 _REQUEST = struct.Struct("!4s4sQH")
 _GRANT = struct.Struct("!I")
 _DONE = struct.Struct("!4s4sQ")
+_GRANTS_ENTRY = struct.Struct("!III")
+#: Grants in one RATE_GRANTS message (12 bytes each: 3 kB, far below any MTU here).
+MAX_GRANTS = 256
 
 
 class WireError(ValueError):
@@ -96,6 +102,7 @@ class Opcode(IntEnum):
     FLOW_REQUEST = 0xC0
     RATE_GRANT = 0xC1
     FLOW_DONE = 0xC2
+    RATE_GRANTS = 0xC3
 
 
 DATA_OPCODES = frozenset({Opcode.SEND_FIRST, Opcode.SEND_MIDDLE, Opcode.SEND_LAST,
@@ -176,7 +183,14 @@ class FlowDone:
     seq: int = 0
 
 
-Message = Union[Data, Ack, Cnp, FlowRequest, RateGrant, FlowDone]
+@dataclass(frozen=True)
+class RateGrants:
+    """Several grants to the QPs of one NIC in one message, applied in order."""
+
+    grants: tuple[RateGrant, ...]
+
+
+Message = Union[Data, Ack, Cnp, FlowRequest, RateGrant, FlowDone, RateGrants]
 
 
 def nak(dest_qp: int, expected_psn: int, msn: int = 0) -> Ack:
@@ -240,6 +254,14 @@ def encode(message: Message, icrc: int = 0) -> bytes:
     elif isinstance(message, RateGrant):
         head, body = (_bth(Opcode.RATE_GRANT, message.qp, message.seq),
                       _pack(_GRANT, "rate_grant", message.rate_kbps))
+    elif isinstance(message, RateGrants):
+        if not 1 <= len(message.grants) <= MAX_GRANTS:
+            raise WireError(f"rate_grants: must carry 1..{MAX_GRANTS} grants, "
+                            f"got {len(message.grants)}")
+        head = _bth(Opcode.RATE_GRANTS, 0, 0)
+        body = b"".join(_pack(_GRANTS_ENTRY, "rate_grants", _u24(g.qp, "rate_grants.qp"),
+                              g.rate_kbps, _u24(g.seq, "rate_grants.seq"))
+                        for g in message.grants)
     elif isinstance(message, FlowDone):
         head = _bth(Opcode.FLOW_DONE, message.qp, message.seq)
         body = _pack(_DONE, "flow_done", _ip(message.src_ip, "flow_done.src_ip"),
@@ -285,6 +307,13 @@ def decode(data: bytes) -> Message:
     if op is Opcode.RATE_GRANT:
         _expect(body, _GRANT.size, "rate_grant")
         return RateGrant(dest_qp, _GRANT.unpack(body)[0], psn)
+    if op is Opcode.RATE_GRANTS:
+        count, rest = divmod(len(body), _GRANTS_ENTRY.size)
+        if rest or not 1 <= count <= MAX_GRANTS:
+            raise WireError(f"rate_grants: body must be 1..{MAX_GRANTS} grants of "
+                            f"{_GRANTS_ENTRY.size} bytes, got {len(body)} bytes")
+        return RateGrants(tuple(RateGrant(qp, rate, seq) for qp, rate, seq
+                                in _GRANTS_ENTRY.iter_unpack(body)))
     _expect(body, _DONE.size, "flow_done")
     src, dst, size = _DONE.unpack(body)
     return FlowDone(dest_qp, _ip_text(src), _ip_text(dst), size, psn)

@@ -56,7 +56,8 @@ def grants(intents):
         if isinstance(intent, PacketOut):
             assert parse_control(intent.data) is None  # replies go to the NIC, not the manager
             message = wire.decode(intent.data[42:])
-            out[message.qp] = (intent, message)
+            for grant in getattr(message, "grants", (message,)):  # RATE_GRANTS: several
+                out[grant.qp] = (intent, grant)
     return out
 
 
@@ -233,6 +234,24 @@ def test_a_round_announced_together_is_placed_without_a_collision(cls):
     for qp, (src, dst, _) in enumerate(flows, start=1):
         hops, reached = fabric.trace(src, dst.ip, udp_src=40000 + qp)
         assert reached == (dst.server, dst.rail)
+
+
+@pytest.mark.parametrize("cls", ALGOS)
+def test_a_round_placed_together_is_granted_in_one_message_per_nic(cls):
+    # 56 flows from 32 NICs: 32 packet-outs (each costs the switch's forwarding thread).
+    topology = load("rail-2tier-small")
+    algorithm, fabric = programmed(topology, cls(topology, batch_s=0.005, batch_max_s=1.0))
+    flows = headline_round(topology)
+    intents = announce_all(topology, fabric, algorithm, flows)
+    messages = [i for i in intents if isinstance(i, PacketOut)]
+    nics = {src.ip for src, _, _ in flows}
+    assert len(grants(intents)) == len(flows) > len(messages) == len(nics)
+    for intent in messages:  # each out of its NIC's ToR port, to that NIC's QPs only
+        granted = grants([intent])
+        owners = {flows[qp - 1][0] for qp in granted}
+        assert len(owners) == 1
+        owner = owners.pop()
+        assert (intent.dpid, intent.out_port) == (topology.node(owner.tor).dpid, owner.tor_port)
 
 
 def test_proactive_grants_the_headline_rings_their_line_rate_and_regrants_when_flows_end():

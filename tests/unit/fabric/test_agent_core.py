@@ -170,6 +170,19 @@ def test_rate_grant_sets_the_qp_rate():
     assert h1.counters()["control_received"] == 1
 
 
+def test_rate_grants_set_each_qps_rate_from_one_message():
+    clock, net, h1, h5 = _pair()
+    _transfer(h1, h5, 1, 50_000, qps=2)
+    h1.start(None)
+    h1.pump()
+    first, second = h1.send_qps.values()
+    h1.on_datagram(A, "10.255.255.254", wire.encode(wire.RateGrants(
+        (wire.RateGrant(first.qp, 3000), wire.RateGrant(second.qp, 4000),
+         wire.RateGrant(99, 1000)))))  # a QP this NIC does not have is skipped
+    assert (first.rate.current_mbps, second.rate.current_mbps) == (3.0, 4.0)
+    assert h1.counters()["control_received"] == 1
+
+
 def test_malformed_packets_are_ignored():
     clock, net, h1, h5 = _pair()
     h1.on_datagram(A, B, b"\x99" * 40)

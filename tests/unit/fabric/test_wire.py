@@ -32,6 +32,9 @@ messages = st.one_of(
               src_port=st.integers(0, 65535), seq=u24),
     st.builds(wire.RateGrant, qp=u24, rate_kbps=u32, seq=u24),
     st.builds(wire.FlowDone, qp=u24, src_ip=ips, dst_ip=ips, size_bytes=u64, seq=u24),
+    st.builds(wire.RateGrants, grants=st.lists(st.builds(wire.RateGrant, qp=u24, rate_kbps=u32,
+                                                         seq=u24),
+                                               min_size=1, max_size=wire.MAX_GRANTS).map(tuple)),
 )
 
 
@@ -42,7 +45,8 @@ def test_every_message_kind_round_trips(message):
     assert wire.decode(data) == message
     assert data[0] == {wire.Data: message.opcode if isinstance(message, wire.Data) else 0,
                        wire.Ack: 0x11, wire.Cnp: 0x81, wire.FlowRequest: 0xC0,
-                       wire.RateGrant: 0xC1, wire.FlowDone: 0xC2}[type(message)]
+                       wire.RateGrant: 0xC1, wire.FlowDone: 0xC2,
+                       wire.RateGrants: 0xC3}[type(message)]
     assert data[2:4] == b"\xff\xff"  # P_Key
 
 
@@ -126,6 +130,9 @@ def test_icrc_matches_scapy_for_data():
     (wire.encode(wire.Cnp(1))[:-6] + bytes(4), "cnp: body must be 16"),
     (wire.encode(wire.Data(1, 2, 3, 4, 5, 6))[:20] + bytes(4), "data: body must be at least 24"),
     (wire.encode(wire.RateGrant(1, 2)) + b"x", "rate_grant: body must be 4"),
+    (wire.encode(wire.RateGrants((wire.RateGrant(1, 2),)))[:-5] + bytes(4),
+     "rate_grants: body must be 1..256 grants of 12 bytes, got 11"),
+    (bytes([0xC3]) + bytes(15), "rate_grants: body must be 1..256 grants of 12 bytes, got 0"),
 ])
 def test_bad_input_raises_wire_error_saying_why(data, fragment):
     with pytest.raises(wire.WireError, match=fragment):
@@ -141,6 +148,10 @@ def test_encode_rejects_out_of_range_fields():
         wire.encode(wire.FlowRequest(1, "10.0.0", "10.0.0.1", 5, 6))
     with pytest.raises(wire.WireError, match="rate_grant"):
         wire.encode(wire.RateGrant(1, 2**32))
+    with pytest.raises(wire.WireError, match="rate_grants: must carry 1..256 grants, got 0"):
+        wire.encode(wire.RateGrants(()))
+    with pytest.raises(wire.WireError, match="rate_grants.qp"):
+        wire.encode(wire.RateGrants((wire.RateGrant(2**24, 1),)))
     with pytest.raises(wire.WireError, match="data.opcode"):
         wire.encode(wire.Data(1, 2, 0, 0, 0, 0, opcode=wire.Opcode.CNP))
 
