@@ -11,12 +11,13 @@ yet, each retry then waiting twice as long as the one before (up to
 ``MAX_BACKOFF`` timeouts: a manager busy placing a few hundred flows is not
 asked again by all of them every timeout, and nothing waits on an idle QP);
 once it has work, every timeout, and after ``MAX_TRIES`` unanswered it sends
-at its current rate anyway (counted in ``grant_timeouts``): a slow or dead manager delays a
-round's start, never a started flow by more than one timeout. When every packet is
-acknowledged and no loaded work is left (a ring's later steps still waiting
-for their data count as loaded), the QP reports FLOW_DONE after ``linger_ms``
-(default 0: at once), so the steps of a ring are one flow and a finished
-flow's share is free at once. Later grants (rate changes) apply at once.
+at its current rate anyway (counted in ``grant_timeouts``): a slow or dead
+manager delays a round's start, never a started flow by more than one timeout.
+When every packet is acknowledged and no loaded work is left (a ring's later
+steps still waiting for their data count as loaded), the QP reports FLOW_DONE
+after ``linger_ms`` (default 0: at once), so the steps of a ring are one flow
+and a finished flow's share is free at once. Later grants (rate changes, one
+RATE_GRANT or several in a RATE_GRANTS) apply at once.
 """
 
 from __future__ import annotations
