@@ -20,7 +20,10 @@ re-judged after the rules change. A run is *trusted* only when
   at 400 Gb/s);
 - every link ran at its configured rate when it had work (ports.csv): over
   each stretch of at least half a second in which a switch egress queue stayed
-  backlogged, it sent at least (1 - `RATE_TOLERANCE`) x its capacity;
+  backlogged, it sent at least (1 - `RATE_TOLERANCE`) x its capacity, less one
+  frame (an htb queue sends whole frames: at a stretch's end the next one may
+  have most of its tokens and not yet be sent; at 2.5 Mb/s half a second is 17
+  frames, and one is 6 %);
 - the OVS send buffer never nearly filled, and telemetry kept its rate;
 - no packet queued longer than the modelled queues allow (delays.csv p99);
 - the NIC agents did not fall behind their line rate (counters.json
@@ -127,18 +130,20 @@ def _backlogged_stretches(intervals: list[PortInterval]) -> list[tuple[str, floa
     return stretches
 
 
-def rate_shortfalls(intervals: list[PortInterval], min_seconds: float = MIN_STRETCH_S) -> list[str]:
+def rate_shortfalls(intervals: list[PortInterval], frame_bytes: int = 0,
+                    min_seconds: float = MIN_STRETCH_S) -> list[str]:
     """Ports that stayed backlogged for ``min_seconds`` or more yet sent under
-    (1 - RATE_TOLERANCE) x capacity (intervals in time order per port)."""
+    (1 - RATE_TOLERANCE) x capacity less one frame of ``frame_bytes`` (intervals in
+    time order per port; see the module docstring)."""
     worst: dict[str, float] = {}
     for port, seconds, sent, capacity in _backlogged_stretches(intervals):
         if seconds < min_seconds:
             continue
         if capacity <= 0:
             continue  # a link a fault took down
-        ratio = 8 * sent / seconds / 1e6 / capacity
-        if ratio < 1 - RATE_TOLERANCE:
-            worst[port] = min(ratio, worst.get(port, 1.0))
+        due = capacity * 1e6 / 8 * seconds
+        if sent + frame_bytes < (1 - RATE_TOLERANCE) * due:
+            worst[port] = min(sent / due, worst.get(port, 1.0))
     return [f"{port} sent {100 * ratio:.0f} % of its rate while backlogged"
             for port, ratio in sorted(worst.items(), key=lambda item: item[1])]
 
@@ -197,9 +202,14 @@ def late_turn_reasons(turn_ms: Mapping[str, list[float]], frame_ms: float) -> li
     return reasons
 
 
+def frame_bytes(fabric: FabricSpec) -> int:
+    """Bytes of one full frame as the queues count it (IP packet and Ethernet header)."""
+    return fabric.mtu + 14
+
+
 def frame_ms(fabric: FabricSpec) -> float:
     """How long one full frame takes at the fabric's fastest link, in ms."""
-    return (fabric.mtu + 14) * 8 / (max(fabric.nic_mbps, fabric.fabric_mbps) * 1e3)
+    return frame_bytes(fabric) * 8 / (max(fabric.nic_mbps, fabric.fabric_mbps) * 1e3)
 
 
 def conservation(sent: int, delivered: int, dropped: int, in_flight: int = 0,
@@ -341,7 +351,7 @@ def judge(measured: Mapping[str, Any] | None, ports: Iterable[Mapping[str, Any]]
                           f"{failed.get('error', 'unknown error')}")
     if measured.get("forced_over_capacity"):
         reasons.append(f"run forced past the capacity check: {measured['forced_over_capacity']}")
-    shortfalls = rate_shortfalls(port_intervals(ports))
+    shortfalls = rate_shortfalls(port_intervals(ports), frame_bytes(fabric))
     if shortfalls:
         more = f" (and {len(shortfalls) - 3} more)" if len(shortfalls) > 3 else ""
         reasons.append("link rates off by more than 5 %: " + "; ".join(shortfalls[:3]) + more)
