@@ -307,6 +307,7 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
         """The flows' grants, one message per NIC in the flows' order (RATE_GRANTS when a
         NIC has several): each packet-out costs the switch's forwarding thread a turn's
         share, and a re-allocation touches many flows of each NIC at once."""
+        seqs = seqs or {}
         by_nic: dict[str, list[Flow]] = {}
         for flow in flows:
             by_nic.setdefault(flow.src_ip, []).append(flow)
@@ -315,7 +316,7 @@ class FlowRoutingAlgorithm(EcmpAlgorithm):
             for start in range(0, len(group), wire.MAX_GRANTS):
                 chunk = group[start:start + wire.MAX_GRANTS]
                 items = [wire.RateGrant(flow.qp, max(1, int(self.granted_mbps(flow) * 1000)),
-                                        (seqs or {}).get(flow.key, 0) & 0xFFFFFF)
+                                        seqs.get(flow.key, 0) & 0xFFFFFF)
                          for flow in chunk]
                 self.grants += len(items)
                 message = items[0] if len(items) == 1 else wire.RateGrants(tuple(items))

@@ -285,7 +285,7 @@ def nic_lateness(counters: Mapping[str, Any]) -> float:
 
 def window_ms(window_packets: int, fabric: FabricSpec) -> float:
     """How long a NIC's full go-back-N window lasts at its line rate, in ms."""
-    return window_packets * (fabric.mtu + 14) * 8 / (fabric.nic_mbps * 1e3)
+    return window_packets * frame_bytes(fabric) * 8 / (fabric.nic_mbps * 1e3)
 
 
 def window_bound(window_packets: int | None, fabric: FabricSpec,

@@ -76,8 +76,9 @@ uint64_t pollgate_answered;
  * total time, how long pacing slept, the pacing asked for, whether the harness holds
  * the count (nonzero ``hold``: it is asking the daemon for a dump between rounds, with
  * no frame in flight, so those turns say nothing of the datapath's lateness) and how
- * many turns began while held (not counted), and per bucket how many turns and how much time. Buckets 0-7 hold 0-7 us; above, 8 per power of two:
- * bucket 8 + 8 (e - 3) + m holds [(8 + m) 2^(e-3), (9 + m) 2^(e-3)) us. */
+ * many turns began while held (not counted), and per bucket how many turns and how
+ * much time. Buckets 0-7 hold 0-7 us; above, 8 per power of two: bucket
+ * 8 + 8 (e - 3) + m holds [(8 + m) 2^(e-3), (9 + m) 2^(e-3)) us. */
 #define TURN_BUCKETS 256
 struct turn_stats {
     uint64_t magic, turns, busy_ns, max_nfds, paced_ns, min_turn_us, hold, held;
