@@ -193,6 +193,7 @@ typedef struct {
     Bucket bucket;
     int waiting_on_line;
     int waiting_qp;          /* -1: none */
+    int idle;                /* the last pump found no QP with work (a new NIC is idle) */
     int *qps; size_t nqps, cap_qps;
     size_t rr;
     Ctrl *ctrl; size_t ctrl_head, ctrl_len, ctrl_cap;  /* ring of queued ACKs / control */
@@ -202,7 +203,7 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    double line_mbps, nic_burst;
+    double line_mbps, nic_burst, idle_credit;
     int64_t mtu, ack_every, delay_every;
     int announce;
     uint64_t salt;
@@ -430,7 +431,9 @@ static int nic_pump(Engine *e, int ni, int64_t now, int64_t wall, int64_t *next)
     double overflow = bucket_refill(&nic->bucket, now);
     if (nic->waiting_on_line) e->count[C_LATE_BYTES] += (int64_t)overflow;
     else if (nic->waiting_qp >= 0) e->count[C_LATE_BYTES] += (int64_t)bucket_refill(&e->qps[nic->waiting_qp].bucket, now);
-    nic->waiting_on_line = 0; nic->waiting_qp = -1;
+    /* nothing was due while idle: only idle_credit of that credit is kept */
+    if (nic->idle && nic->bucket.tokens > e->idle_credit) nic->bucket.tokens = e->idle_credit;
+    nic->waiting_on_line = 0; nic->waiting_qp = -1; nic->idle = 0;
     if (nic->blocked_until > now) { *next = nic->blocked_until; return 0; }
     size_t count = nic->nqps;
     for (;;) {
@@ -448,6 +451,7 @@ static int nic_pump(Engine *e, int ni, int64_t now, int64_t wall, int64_t *next)
         }
         if (chosen < 0) {
             nic->waiting_qp = wait >= 0 ? waiting : -1;
+            nic->idle = wait < 0;
             *next = wait;
             return 0;
         }
@@ -475,7 +479,7 @@ static int nic_pump(Engine *e, int ni, int64_t now, int64_t wall, int64_t *next)
         if (m) {
             m->packets++;
             if (again) m->retransmits++;
-            if (m->start_ns < 0) m->start_ns = wall;
+            if (m->start_ns < 0) m->start_ns = wall - (int64_t)((double)size / nic->bucket.rate);  /* its first bit */
         }
     }
 }
@@ -646,16 +650,20 @@ static int check_qp(Engine *e, int h) {
 }
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
-    static char *names[] = {"line_mbps", "nic_burst", "mtu", "ack_every", "delay_every", "announce",
-                            "salt", "sender", "fd_for", "dcqcn", "echo_events", NULL};
+    static char *names[] = {"line_mbps", "nic_burst", "idle_credit", "mtu", "ack_every", "delay_every",
+                            "announce", "salt", "sender", "fd_for", "dcqcn", "echo_events", NULL};
     PyObject *sender = Py_None, *fd_for = Py_None, *dcqcn = Py_None;
     long long mtu, ack_every, delay_every;
     unsigned long long salt;
     int announce;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "ddLLLpK|OOOp", names, &e->line_mbps, &e->nic_burst, &mtu,
-                                     &ack_every, &delay_every, &announce, &salt, &sender, &fd_for,
-                                     &dcqcn, &e->echo_events))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "dddLLLpK|OOOp", names, &e->line_mbps, &e->nic_burst,
+                                     &e->idle_credit, &mtu, &ack_every, &delay_every, &announce, &salt,
+                                     &sender, &fd_for, &dcqcn, &e->echo_events))
         return -1;
+    if (e->idle_credit < 0 || e->idle_credit > e->nic_burst) {
+        PyErr_SetString(PyExc_ValueError, "idle_credit must be >= 0 and at most nic_burst");
+        return -1;
+    }
     if (dcqcn != Py_None) {  /* (kmin_bytes, kmax_bytes, pmax, cnp_interval_ns) */
         long long interval;
         if (!PyArg_ParseTuple(dcqcn, "dddL", &e->kmin, &e->kmax, &e->pmax, &interval)) return -1;
@@ -705,7 +713,7 @@ static PyObject *Engine_add_nic(Engine *e, PyObject *args) {
     if (grow((void **)&e->nics, &e->cap_nics, e->nnics + 1, sizeof(Nic)) < 0) return NULL;
     Nic *n = &e->nics[e->nnics];
     memset(n, 0, sizeof *n);
-    n->ip = addr; n->rail = rail; n->ip_str = ip; Py_INCREF(ip); n->waiting_qp = -1;
+    n->ip = addr; n->rail = rail; n->ip_str = ip; Py_INCREF(ip); n->waiting_qp = -1; n->idle = 1;
     bucket_init(&n->bucket, e->line_mbps, e->nic_burst, now);
     return PyLong_FromSize_t(e->nnics++);
 }

@@ -20,7 +20,7 @@ import socket
 from pathlib import Path
 
 from fabric.nic.control import AgentConfig, ExpectSpec, SendSpec
-from fabric.nic.core import NIC_BURST_FRAMES, AgentCore
+from fabric.nic.core import NIC_BURST_FRAMES, NIC_IDLE_FRAMES, AgentCore
 from fabric.nic.pacing import wire_bytes
 from fabric.nic.port import Clock, Transport, earliest
 from fabric.nic.qp import QpControl
@@ -137,9 +137,10 @@ class CompiledCore(AgentCore):
             raise RuntimeError("the compiled NIC datapath is not built (run `make test` or "
                                "`make demo` once, or choose [transport] nic = \"python\")")
         fd_for = getattr(transport, "fd_for", None)
-        self.engine = Engine(config.line_mbps, float(NIC_BURST_FRAMES * wire_bytes(config.mtu)),
-                             config.mtu, config.ack_every, config.delay_sample_every,
-                             config.announce, config.salt,
+        frame = wire_bytes(config.mtu)
+        self.engine = Engine(config.line_mbps, float(NIC_BURST_FRAMES * frame),
+                             float(NIC_IDLE_FRAMES * frame), config.mtu, config.ack_every,
+                             config.delay_sample_every, config.announce, config.salt,
                              sender=None if fd_for else transport.send,
                              fd_for=(lambda ip, port: fd_for(ip, port).fileno()) if fd_for else None,
                              dcqcn=None if config.dcqcn is None else (

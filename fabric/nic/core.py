@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 
 #: Frames of burst in every NIC and QP token bucket (see AgentCore.__init__).
 NIC_BURST_FRAMES = 2
+#: Frames of credit a NIC keeps while it has nothing to send. The emulator hands a frame
+#: over whole, so a NIC releases it when its last bit would have left (its bucket must
+#: hold the frame's bytes); a wire cannot have sent any of it earlier, so an idle NIC
+#: keeps no credit and its first frame leaves a frame time after the work came (the
+#: message's start is backdated to its first bit: port.NicPort.pump). The burst's two
+#: frames are only ever credit a backlogged NIC earned while it woke late.
+NIC_IDLE_FRAMES = 0
 _DATA_OPS = frozenset(int(op) for op in wire.DATA_OPCODES)
 _DATA_MIN = DATA_HEAD.size + wire.ICRC_LEN  # BTH + data header + ICRC
 
@@ -80,7 +87,8 @@ class AgentCore:
     def _port(self, ip: str, rail: int, burst: int, now: int) -> NicPort:
         """One NIC of the datapath (the compiled core makes its own)."""
         return NicPort(ip, rail, TokenBucket(self.config.line_mbps, burst, now), self.transport,
-                       self.clock, self.count)
+                       self.clock, self.count,
+                       idle_credit=NIC_IDLE_FRAMES * wire_bytes(self.config.mtu))
 
     # -- control ------------------------------------------------------------------
     def load(self, sends: list[SendSpec], expects: list[ExpectSpec]) -> None:

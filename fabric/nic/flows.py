@@ -86,10 +86,14 @@ class FlowAnnouncer:
         time, not with a full bucket. Every QP of a round is granted before the round
         starts, so full buckets would send a burst from every NIC at the same instant
         (2 frames per QP at line rate): an incast no real fabric's independent start
-        times produce, and it overflows 10-frame buffers where the rates fit."""
+        times produce, and it overflows 10-frame buffers where the rates fit. The phase
+        counts from the idle NIC's first possible frame, a line-rate frame time after the
+        work came (core.NIC_IDLE_FRAMES), so that the NIC's wait does not line every QP
+        up again behind it."""
         qp.phase_pending = False
         digest = zlib.crc32(struct.pack("!QI", self.salt & (2**64 - 1), qp.qp))
-        qp.set_credit(digest / 2**32 * qp.frame_bytes, now)
+        nic_wait = qp.frame_bytes * qp.rate.current_mbps / qp.rate.line_mbps
+        qp.set_credit(digest / 2**32 * qp.frame_bytes - nic_wait, now)
 
     def on_idle(self, qp: SendQP, now: int) -> int | None:
         """Every packet of ``qp`` is acknowledged: with no loaded work left, report the flow

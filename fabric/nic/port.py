@@ -55,10 +55,14 @@ class NicPort:
     """One NIC: its line-rate bucket, its QPs (served round robin), ACKs waiting to go."""
 
     def __init__(self, ip: str, rail: int, bucket: TokenBucket, transport: Transport,
-                 clock: Clock, count: dict[str, int]) -> None:
+                 clock: Clock, count: dict[str, int], idle_credit: float) -> None:
         self.ip = ip
         self.rail = rail
         self.bucket = bucket
+        #: The credit an idle NIC keeps (core.NIC_IDLE_FRAMES); idle: its last pump
+        #: found no QP with work (it starts so).
+        self.idle_credit = idle_credit
+        self.idle = True
         self.transport = transport
         self.clock = clock
         self.count = count
@@ -98,7 +102,9 @@ class NicPort:
             self.count["late_bytes"] += int(overflow)
         elif self.waiting_qp is not None:  # ... or until that QP's own credit was due
             self.count["late_bytes"] += int(self.waiting_qp.bucket.refill(now))
-        self.waiting_on_line, self.waiting_qp = False, None
+        if self.idle:  # nothing was due while idle: only idle_credit of that credit is kept
+            self.bucket.tokens = min(self.bucket.tokens, self.idle_credit)
+        self.waiting_on_line, self.waiting_qp, self.idle = False, None, False
         if self.blocked_until > now:
             return self.blocked_until
         qps, now_s = self.qps, now / 1e9
@@ -119,6 +125,7 @@ class NicPort:
                     wait, waiting_qp = ready, qp
             if chosen is None:
                 self.waiting_qp = waiting_qp if wait is not None else None
+                self.idle = wait is None
                 return wait
             ready = self.bucket.ready_at(size, now)
             if ready > now:
@@ -139,6 +146,6 @@ class NicPort:
             message.packets += 1
             if again:
                 message.retransmits += 1
-            if message.start_ns is None:
-                message.start_ns = self.clock.wall_ns()
+            if message.start_ns is None:  # its first bit: a frame leaves with its last
+                message.start_ns = self.clock.wall_ns() - int(size / self.bucket.rate)
             self.timer_hint = earliest(self.timer_hint, chosen.deadline_ns())

@@ -260,6 +260,41 @@ def test_a_nic_never_sends_more_than_its_rate_plus_its_two_frame_burst(announce)
     assert len(sends) > 80 and worst <= 2 * frame + 1, worst
 
 
+def test_an_idle_nic_sends_each_frame_when_a_wire_would_have_finished_it():
+    # The emulator hands a frame over whole, so a NIC releases it when its last bit would
+    # have left: after idling (at its start, and between two messages) the first frame
+    # leaves its wire time after the work came, each next one its own wire time after the
+    # one before, and the message starts at its first bit. With credit kept while idle,
+    # a short job beat the wire: the headline's All2All read 104.8 % of line rate against
+    # a 99.1 % ceiling.
+    clock, net, h1, h5 = _pair()
+    _transfer(h1, h5, 1, 100_000)
+    came = [clock.now]
+    h1.start(None)
+    h5.start(None)
+    net.run()
+    first = [(t, size) for t, ip, size in net.sent_at if ip == A and size > 100]
+    clock.now += 1_000_000_000
+    net.sent_at.clear()
+    _transfer(h1, h5, 2, 100_000)
+    came.append(clock.now)
+    h1.start(None)
+    net.run()
+    second = [(t, size) for t, ip, size in net.sent_at if ip == A and size > 100]
+    assert h5.records.delivered[2].complete
+    for mid, at, sends in ((1, came[0], first), (2, came[1], second)):
+        t0, size0 = sends[0]
+        assert abs(t0 - at - wire_ns(size0)) <= 1, (t0 - at, wire_ns(size0))
+        assert abs(h1.records.sent[mid].start_ns - WALL_OFFSET - at) <= 1
+        early = [b - a - wire_ns(size) for (a, _), (b, size) in zip(sends, sends[1:])]
+        assert len(early) >= 10 and min(early) >= -1, early
+
+
+def wire_ns(udp_payload: int) -> float:
+    """A frame's time at 10 Mb/s, in ns, from its UDP payload's size."""
+    return wire_bytes(udp_payload + wire.IPV4_HEADER_LEN + wire.UDP_HEADER_LEN) * 8 * 1000 / 10.0
+
+
 @pytest.mark.parametrize("qp_mbps", [None, 5.0])
 def test_credit_lost_to_a_late_wake_up_is_counted(qp_mbps):
     # One QP: at line rate (its bucket and the NIC's pace alike) or at a granted 5 Mb/s
