@@ -13,8 +13,9 @@ of an older commit, this is that commit's datapath), ``glibc`` (one ovs-vswitchd
 glibc's allocator), ``tcmalloc`` (one ovs-vswitchd, tcmalloc: today's default),
 ``4-shards`` (four ovs-vswitchd, tcmalloc), ``python-nic`` (the NIC's Python reference
 datapath), ``compiled-nic`` (its compiled datapath, the default) and ``no-pollgate``
-(ovs-vswitchd without fabric/net/pollgate.so), ``no-focus`` (telemetry without the
-focus reads of backlogged queues between rounds).
+(ovs-vswitchd without fabric/net/pollgate.so), ``no-rxq-gate`` (pollgate without its
+gate in front of OVS's netdev-linux receive: ``POLLGATE_RXQ=0``), ``no-focus``
+(telemetry without the focus reads of backlogged queues between rounds).
 
 For every (fabric, workload, variant) the rates are tried lowest first, each
 ``--repeat`` times; a rate counts as trusted when every repetition was, and
@@ -28,6 +29,7 @@ Appends the table to RESULTS.md with the machine, date and command.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -36,6 +38,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -58,7 +61,10 @@ VARIANTS = {"defaults": {},
             "python-nic": {"transport": {"nic": "python"}},
             "compiled-nic": {"transport": {"nic": "compiled"}},
             "no-pollgate": {"emulator": {"ovs_pollgate": False}},
+            "no-rxq-gate": {"emulator": {"ovs_pollgate": True}},
             "no-focus": {"telemetry": {"focus_hz": 0}}}
+#: Environment each variant runs with (ovs-vswitchd inherits it).
+VARIANT_ENV = {"no-rxq-gate": {"POLLGATE_RXQ": "0"}}
 
 
 def fabric_spec(fabric: str) -> FabricSpec:
@@ -93,12 +99,28 @@ def workload_spec(fabric: str, workload: str, mbps: float, seconds: float,
     }
 
 
+@contextlib.contextmanager
+def variant_env(variant: str) -> Iterator[None]:
+    """Set the variant's environment (VARIANT_ENV) for the duration of one run."""
+    saved = {key: os.environ.get(key) for key in VARIANT_ENV.get(variant, {})}
+    os.environ.update(VARIANT_ENV.get(variant, {}))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def one_run(fabric: str, workload: str, mbps: float, seconds: float, variant: str) -> dict:
     """Run once; the figures of one repetition."""
     out = Path(tempfile.mkdtemp(prefix="railcc-cap-"))
     try:
-        run(from_dict(workload_spec(fabric, workload, mbps, seconds, VARIANTS[variant]),
-                      "capacity"), out)
+        with variant_env(variant):
+            run(from_dict(workload_spec(fabric, workload, mbps, seconds, VARIANTS[variant]),
+                          "capacity"), out)
         summary = analyze(out)
     except Exception as exc:  # noqa: BLE001  (a failed run is a result too)
         return {"trusted": False, "why": f"run failed: {exc}"[:160]}

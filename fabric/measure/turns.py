@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-MAGIC = 0x33736E7275746770   # "pgturns3", as pollgate.c writes it
+MAGIC = 0x34736E7275746770   # "pgturns4", as pollgate.c writes it
 BUCKETS = 256
-LAYOUT = struct.Struct(f"=8Q{BUCKETS}Q{BUCKETS}Q")
+LAYOUT = struct.Struct(f"=9Q{BUCKETS}Q{BUCKETS}Q")
 #: Byte offset of the ``hold`` word in the stats file (the 7th of the header).
 HOLD_OFFSET = 6 * 8
 
@@ -56,6 +56,8 @@ class Turns:
     min_turn_us: int = 0
     #: Turns that began while the harness held the count (`held`), not in the figures.
     held_turns: int = 0
+    #: netdev classes whose receive goes through pollgate's gate (0: not patched).
+    rxq_gated: int = 0
 
     def since(self, before: "Turns") -> "Turns":
         """The turns taken after ``before`` was read."""
@@ -63,7 +65,7 @@ class Turns:
                      tuple(a - b for a, b in zip(self.count, before.count)),
                      tuple(a - b for a, b in zip(self.ns, before.ns)),
                      self.paced_ns - before.paced_ns, self.min_turn_us,
-                     self.held_turns - before.held_turns)
+                     self.held_turns - before.held_turns, self.rxq_gated)
 
     def quantile_us(self, q: float) -> float:
         """Upper bound (us) of the bucket holding quantile ``q`` of the turns (0 if none)."""
@@ -91,7 +93,7 @@ class Turns:
         """What fidelity.json records of one instance's turns."""
         return {"turns": self.turns, "busy_s": round(self.busy_ns / 1e9, 3),
                 "paced_s": round(self.paced_ns / 1e9, 3), "min_turn_us": self.min_turn_us,
-                "held_turns": self.held_turns,
+                "held_turns": self.held_turns, "rxq_gated": self.rxq_gated,
                 "mean_us": round(self.busy_ns / self.turns / 1e3, 1) if self.turns else 0.0,
                 "p50_us": self.quantile_us(0.5), "p99_us": self.quantile_us(0.99),
                 "time_p99_us": self.time_quantile_us(0.99), "max_us": self.quantile_us(1.0)}
@@ -117,12 +119,12 @@ def read_turns(path: Path) -> Turns | None:
         return None
     if len(data) < LAYOUT.size:
         return None
-    magic, turns, busy_ns, _max_nfds, paced_ns, min_turn_us, _hold, held_turns, *rest = \
-        LAYOUT.unpack_from(data)
+    (magic, turns, busy_ns, _max_nfds, paced_ns, min_turn_us, _hold, held_turns, rxq_gated,
+     *rest) = LAYOUT.unpack_from(data)
     if magic != MAGIC:
         return None
     return Turns(turns, busy_ns, tuple(rest[:BUCKETS]), tuple(rest[BUCKETS:]), paced_ns,
-                 min_turn_us, held_turns)
+                 min_turn_us, held_turns, rxq_gated)
 
 
 @contextlib.contextmanager

@@ -25,6 +25,18 @@
  * two of microseconds) shared through that file (struct turn_stats, read by
  * fabric/measure/turns.py).
  *
+ * The system call is the smaller part of an idle port's cost: around it OVS's
+ * netdev-linux allocates and frees a batch of 32 packet buffers per port per turn
+ * (about a fifth of the daemon's CPU, benchmarks/RESULTS.md). So at load this
+ * library also finds netdev-linux's receive function in OVS's netdev classes
+ * ("system", "tap", "internal": struct netdev_class of OVS 3.1, found by their
+ * type strings and checked by the three sharing the same receive functions) and
+ * puts a gate in front of it that answers EAGAIN for a descriptor the thread's
+ * last poll() found idle, before any allocation. Where the classes are not found
+ * as expected (another OVS build), nothing is patched and the recvmmsg() gate
+ * above still works; POLLGATE_RXQ=0 turns the patch off (to measure it).
+ * pollgate_rxq_patched says how many classes were patched.
+ *
  * With POLLGATE_MIN_TURN_US set, that thread's turns are paced: its poll() does
  * not look for frames sooner than that after the previous one returned (it
  * sleeps the rest first, and the turn includes that sleep). Interrupt moderation:
@@ -36,10 +48,12 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <link.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -76,16 +90,17 @@ uint64_t pollgate_answered;
  * total time, how long pacing slept, the pacing asked for, whether the harness holds
  * the count (nonzero ``hold``: it is asking the daemon for a dump between rounds, with
  * no frame in flight, so those turns say nothing of the datapath's lateness) and how
- * many turns began while held (not counted), and per bucket how many turns and how
+ * many turns began while held (not counted), how many netdev classes have the
+ * receive gate, and per bucket how many turns and how
  * much time. Buckets 0-7 hold 0-7 us; above, 8 per power of two: bucket
  * 8 + 8 (e - 3) + m holds [(8 + m) 2^(e-3), (9 + m) 2^(e-3)) us. */
 #define TURN_BUCKETS 256
 struct turn_stats {
-    uint64_t magic, turns, busy_ns, max_nfds, paced_ns, min_turn_us, hold, held;
+    uint64_t magic, turns, busy_ns, max_nfds, paced_ns, min_turn_us, hold, held, rxq_gated;
     uint64_t count[TURN_BUCKETS];
     uint64_t ns[TURN_BUCKETS];
 };
-#define TURN_MAGIC 0x33736e7275746770ULL  /* "pgturns3" */
+#define TURN_MAGIC 0x34736e7275746770ULL  /* "pgturns4" */
 static struct turn_stats *turns;
 static __thread uint64_t last_return_ns;
 static __thread int turn_held;  /* this turn began while the harness held the count */
@@ -188,8 +203,6 @@ static void resolve(void) {
     real_dup3 = (dup3_fn)dlsym(RTLD_NEXT, "dup3");
 }
 
-__attribute__((constructor)) static void pollgate_init(void) { resolve(); open_turn_stats(); }
-
 static int idle(int fd) {
     return idle_at && fd >= 0 && fd < MAX_FD && polls && idle_at[fd] == polls;
 }
@@ -198,6 +211,127 @@ static int answer(void) {
     __atomic_add_fetch(&pollgate_answered, 1, __ATOMIC_RELAXED);
     errno = EAGAIN;
     return -1;
+}
+
+/* -- The gate in front of netdev-linux's receive ------------------------------------
+ * OVS 3.1's struct netdev_class: `const char *type; bool is_pmd;` then function
+ * pointers; rxq_construct, rxq_recv and rxq_wait sit at these offsets (x86-64). Its
+ * struct netdev_rxq_linux: `struct netdev_rxq up` ({struct netdev *, int}), `bool
+ * is_tap`, then the descriptor it polls. */
+#define CLASS_RXQ_CONSTRUCT 432
+#define CLASS_RXQ_RECV 464
+#define CLASS_RXQ_WAIT 472
+#define RXQ_LINUX_FD 20
+#define GATED_TYPES 3
+
+typedef int (*rxq_recv_fn)(void *rxq, void *batch, int *qfill);
+static rxq_recv_fn real_rxq_recv;
+
+/* Classes whose receive goes through the gate (0: none found; read by the tests). */
+uint64_t pollgate_rxq_patched;
+
+static int gated_rxq_recv(void *rxq, void *batch, int *qfill) {
+    if (idle(*(int *)((char *)rxq + RXQ_LINUX_FD))) {
+        __atomic_add_fetch(&pollgate_answered, 1, __ATOMIC_RELAXED);
+        if (qfill) *qfill = -ENOTSUP;  /* as netdev-linux says: no queue fill level */
+        return EAGAIN;                 /* netdev_rxq_recv() empties the batch */
+    }
+    return real_rxq_recv(rxq, batch, qfill);
+}
+
+/* The main program's mapped segments: read-only data, code, and relocated read-only
+ * data (where OVS's const structs of pointers live). */
+struct range { uintptr_t start, end; };
+struct image { struct range ro[4]; int nro; struct range text, relro; };
+
+static int find_image(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    struct image *im = data;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        struct range r = {info->dlpi_addr + ph->p_vaddr, info->dlpi_addr + ph->p_vaddr + ph->p_memsz};
+        if (ph->p_type == PT_GNU_RELRO) im->relro = r;
+        else if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) im->text = r;
+        else if (ph->p_type == PT_LOAD && !(ph->p_flags & PF_W) && im->nro < 4) im->ro[im->nro++] = r;
+    }
+    return 1;  /* the first object is the program itself */
+}
+
+static int in_range(const struct range *r, uintptr_t p) { return p >= r->start && p < r->end; }
+
+static int is_type_string(const struct image *im, uintptr_t p, const char *type) {
+    for (int i = 0; i < im->nro; i++)
+        if (in_range(&im->ro[i], p) && p + strlen(type) < im->ro[i].end)
+            return strcmp((const char *)p, type) == 0;
+    return 0;
+}
+
+/* Same receive functions (rxq_construct through rxq_wait; some may be NULL) in both? */
+static int same_receive(uintptr_t a, uintptr_t b) {
+    for (int k = CLASS_RXQ_CONSTRUCT; k <= CLASS_RXQ_WAIT; k += 8)
+        if (*(uintptr_t *)(a + k) != *(uintptr_t *)(b + k)) return 0;
+    return 1;
+}
+
+/* The netdev classes of netdev-linux, one per type: structs in the relocated read-only
+ * data whose type points to that name, with is_pmd false and receive functions in the
+ * code. Other classes share a name ("system" is also a dpif class), so the three are the
+ * ones with the same receive functions, and each must be the only such one of its type. */
+#define MAX_CANDIDATES 8
+static void gate_netdev_linux(void) {
+    static const char *types[GATED_TYPES] = {"system", "tap", "internal"};
+    const char *off = getenv("POLLGATE_RXQ");
+    if (off && strcmp(off, "0") == 0) return;
+    struct image im = {0};
+    dl_iterate_phdr(find_image, &im);
+    if (!im.relro.end || !im.text.end || !im.nro) return;
+    uintptr_t cand[GATED_TYPES][MAX_CANDIDATES];
+    int ncand[GATED_TYPES] = {0};
+    for (uintptr_t at = (im.relro.start + 7) & ~(uintptr_t)7;
+         at + CLASS_RXQ_WAIT + 8 <= im.relro.end; at += 8) {
+        uintptr_t *field = (uintptr_t *)at;
+        if (*(unsigned char *)(at + 8) != 0) continue;  /* is_pmd */
+        if (!in_range(&im.text, field[CLASS_RXQ_CONSTRUCT / 8])
+            || !in_range(&im.text, field[CLASS_RXQ_RECV / 8])
+            || !in_range(&im.text, field[CLASS_RXQ_WAIT / 8]))
+            continue;
+        for (int t = 0; t < GATED_TYPES; t++)
+            if (is_type_string(&im, field[0], types[t])) {
+                if (ncand[t] == MAX_CANDIDATES) return;
+                cand[t][ncand[t]++] = at;
+            }
+    }
+    uintptr_t chosen[GATED_TYPES] = {0};
+    for (int i = 0; i < ncand[1]; i++) {  /* each "tap" class: its kin of the other types */
+        uintptr_t match[GATED_TYPES] = {0};
+        int unique = 1;
+        for (int t = 0; t < GATED_TYPES; t++)
+            for (int j = 0; j < ncand[t]; j++)
+                if (same_receive(cand[t][j], cand[1][i])) {
+                    if (match[t]) unique = 0;
+                    match[t] = cand[t][j];
+                }
+        if (!unique || !match[0] || !match[2]) continue;
+        if (chosen[1]) return;  /* two families: not the layout we know */
+        for (int t = 0; t < GATED_TYPES; t++) chosen[t] = match[t];
+    }
+    if (!chosen[1]) return;
+    real_rxq_recv = *(rxq_recv_fn *)(chosen[1] + CLASS_RXQ_RECV);
+    long page = sysconf(_SC_PAGESIZE);
+    for (int t = 0; t < GATED_TYPES; t++) {
+        uintptr_t slot = chosen[t] + CLASS_RXQ_RECV, base = slot & ~(uintptr_t)(page - 1);
+        if (mprotect((void *)base, (size_t)page, PROT_READ | PROT_WRITE) != 0) return;
+        *(rxq_recv_fn *)slot = gated_rxq_recv;
+        mprotect((void *)base, (size_t)page, PROT_READ);
+        pollgate_rxq_patched++;
+    }
+}
+
+__attribute__((constructor)) static void pollgate_init(void) {
+    resolve();
+    open_turn_stats();
+    gate_netdev_linux();
+    if (turns) turns->rxq_gated = pollgate_rxq_patched;
 }
 
 static void forget(int fd) {
