@@ -14,7 +14,8 @@ glibc's allocator), ``tcmalloc`` (one ovs-vswitchd, tcmalloc: today's default),
 ``4-shards`` (four ovs-vswitchd, tcmalloc), ``python-nic`` (the NIC's Python reference
 datapath), ``compiled-nic`` (its compiled datapath, the default) and ``no-pollgate``
 (ovs-vswitchd without fabric/net/pollgate.so), ``no-rxq-gate`` (pollgate without its
-gate in front of OVS's netdev-linux receive: ``POLLGATE_RXQ=0``), ``no-focus``
+gate in front of OVS's netdev-linux receive: ``POLLGATE_RXQ=0``), ``no-epoll`` (pollgate
+passing poll() over many descriptors to the kernel: ``POLLGATE_EPOLL=0``), ``no-focus``
 (telemetry without the focus reads of backlogged queues between rounds).
 
 For every (fabric, workload, variant) the rates are tried lowest first, each
@@ -62,9 +63,10 @@ VARIANTS = {"defaults": {},
             "compiled-nic": {"transport": {"nic": "compiled"}},
             "no-pollgate": {"emulator": {"ovs_pollgate": False}},
             "no-rxq-gate": {"emulator": {"ovs_pollgate": True}},
+            "no-epoll": {"emulator": {"ovs_pollgate": True}},
             "no-focus": {"telemetry": {"focus_hz": 0}}}
 #: Environment each variant runs with (ovs-vswitchd inherits it).
-VARIANT_ENV = {"no-rxq-gate": {"POLLGATE_RXQ": "0"}}
+VARIANT_ENV = {"no-rxq-gate": {"POLLGATE_RXQ": "0"}, "no-epoll": {"POLLGATE_EPOLL": "0"}}
 
 
 def fabric_spec(fabric: str) -> FabricSpec:

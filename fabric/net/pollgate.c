@@ -54,6 +54,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -105,6 +106,138 @@ static struct turn_stats *turns;
 static __thread uint64_t last_return_ns;
 static __thread int turn_held;  /* this turn began while the harness held the count */
 static uint64_t min_turn_ns;
+
+/* -- poll() over many descriptors, as epoll ---------------------------------------
+ * The kernel's poll() visits every descriptor it is given on every call: for
+ * ovs-vswitchd's main thread, every port of the shard on every turn (about a fifth of
+ * the daemon's CPU on rail-2tier, benchmarks/RESULTS.md). A call asking about
+ * EPOLL_MIN_FDS descriptors or more is answered instead from an epoll set the thread
+ * keeps in step with its array (descriptors added, changed or dropped as the array
+ * changes): the kernel then visits only the ready ones. Readiness is level-triggered
+ * as poll's, the timeout the same, revents filled as poll fills them (POLLIN,
+ * POLLOUT, POLLPRI as asked; POLLERR and POLLHUP always). The set is built anew after
+ * any close()/dup2()/dup3() in the process (a registration follows the open file, not
+ * the number) and every EPOLL_REBUILD_CALLS calls; a call the set cannot answer
+ * (a descriptor twice, out of range, or one epoll refuses) goes to poll() itself, and
+ * a thread whose set fails for another reason stops using it. POLLGATE_EPOLL=0 turns
+ * this off (to measure it). */
+#define EPOLL_MIN_FDS 16
+#define EPOLL_REBUILD_CALLS 4096
+#define REGISTERED 0x8000
+
+static uint64_t closes;        /* close/dup2/dup3 calls so far, all threads */
+/* poll() calls answered from an epoll set, all threads (read by the tests). */
+uint64_t pollgate_epoll_calls;
+static int epoll_off;          /* POLLGATE_EPOLL=0 */
+struct epoll_state {
+    int ep;                    /* the set (-1: none yet) */
+    int disabled;
+    uint64_t built_closes;     /* ``closes`` when the set was built */
+    uint32_t calls, gen;
+    uint16_t reg[MAX_FD];      /* events registered for each descriptor | REGISTERED */
+    uint32_t seen[MAX_FD];     /* the ``gen`` of the last call that asked about it */
+    int index[MAX_FD];         /* its entry in the current call's array */
+    struct pollfd *last;       /* the last call's array (fd and events) */
+    nfds_t nlast, cap;
+    struct epoll_event *events;
+};
+static __thread struct epoll_state *eps;
+
+static uint32_t to_epoll(short events) {
+    return (events & POLLIN ? EPOLLIN : 0) | (events & POLLOUT ? EPOLLOUT : 0)
+         | (events & POLLPRI ? EPOLLPRI : 0);
+}
+
+static short to_poll(uint32_t events, short asked) {
+    short r = (events & EPOLLIN ? POLLIN : 0) | (events & EPOLLOUT ? POLLOUT : 0)
+            | (events & EPOLLPRI ? POLLPRI : 0);
+    return (short)((r & asked) | (events & EPOLLERR ? POLLERR : 0) | (events & EPOLLHUP ? POLLHUP : 0));
+}
+
+static void drop_set(struct epoll_state *st) {
+    if (st->ep >= 0) real_close(st->ep);
+    st->ep = -1;
+    st->nlast = 0;
+    memset(st->reg, 0, sizeof st->reg);
+}
+
+/* Bring the thread's set in step with ``fds``: 0, or -1 when this call must go to
+ * poll() (and st->disabled when the thread should stop trying). */
+static int sync_set(struct epoll_state *st, struct pollfd *fds, nfds_t nfds) {
+    uint64_t now_closes = __atomic_load_n(&closes, __ATOMIC_RELAXED);
+    if (st->ep < 0 || now_closes != st->built_closes || ++st->calls >= EPOLL_REBUILD_CALLS) {
+        drop_set(st);
+        st->ep = epoll_create1(EPOLL_CLOEXEC);
+        if (st->ep < 0) { st->disabled = 1; return -1; }
+        st->built_closes = now_closes;
+        st->calls = 0;
+    }
+    if (nfds == st->nlast) {
+        nfds_t i = 0;
+        while (i < nfds && fds[i].fd == st->last[i].fd && fds[i].events == st->last[i].events) i++;
+        if (i == nfds) return 0;
+    }
+    if (nfds > st->cap) {
+        struct pollfd *last = realloc(st->last, nfds * sizeof *last);
+        struct epoll_event *events = realloc(st->events, nfds * sizeof *events);
+        if (last) st->last = last;
+        if (events) st->events = events;
+        if (!last || !events) { st->disabled = 1; return -1; }
+        st->cap = nfds;
+    }
+    uint32_t gen = ++st->gen ? st->gen : (memset(st->seen, 0, sizeof st->seen), st->gen = 1);
+    for (nfds_t i = 0; i < nfds; i++) {
+        int fd = fds[i].fd;
+        if (fd < 0) continue;  /* poll() ignores it too */
+        if (fd >= MAX_FD || st->seen[fd] == gen) return -1;
+        st->seen[fd] = gen;
+        uint16_t want = (uint16_t)(to_epoll(fds[i].events) | REGISTERED);
+        if (st->reg[fd] == want) continue;
+        struct epoll_event ev = {.events = want & ~REGISTERED, .data.fd = fd};
+        if (epoll_ctl(st->ep, st->reg[fd] ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) != 0) {
+            if (errno != EBADF) st->disabled = 1;  /* EBADF: poll() reports POLLNVAL */
+            drop_set(st);
+            return -1;
+        }
+        st->reg[fd] = want;
+    }
+    for (nfds_t i = 0; i < st->nlast; i++) {
+        int fd = st->last[i].fd;
+        if (fd < 0 || st->seen[fd] == gen || !st->reg[fd]) continue;
+        epoll_ctl(st->ep, EPOLL_CTL_DEL, fd, NULL);
+        st->reg[fd] = 0;
+    }
+    memcpy(st->last, fds, nfds * sizeof *fds);
+    st->nlast = nfds;
+    return 0;
+}
+
+/* poll(), through the thread's epoll set when it asks about many descriptors. */
+static int any_poll(struct pollfd *fds, nfds_t nfds, int timeout) {
+    if (nfds < EPOLL_MIN_FDS || epoll_off || (eps && eps->disabled)) return real_poll(fds, nfds, timeout);
+    if (!eps) {
+        eps = calloc(1, sizeof *eps);
+        if (!eps) return real_poll(fds, nfds, timeout);
+        eps->ep = -1;
+    }
+    if (sync_set(eps, fds, nfds) != 0) return real_poll(fds, nfds, timeout);
+    for (nfds_t i = 0; i < nfds; i++) {
+        fds[i].revents = 0;
+        if (fds[i].fd >= 0) eps->index[fds[i].fd] = (int)i;
+    }
+    __atomic_add_fetch(&pollgate_epoll_calls, 1, __ATOMIC_RELAXED);
+    int n = epoll_wait(eps->ep, eps->events, (int)nfds, timeout);
+    if (n <= 0) return n;
+    int ready = 0;
+    for (int k = 0; k < n; k++) {
+        int fd = eps->events[k].data.fd;
+        if (fd < 0 || fd >= MAX_FD || eps->seen[fd] != eps->gen) continue;
+        struct pollfd *p = &fds[eps->index[fd]];
+        p->revents = to_poll(eps->events[k].events, p->events);
+        if (p->revents) ready++;
+    }
+    return ready;
+}
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -185,7 +318,7 @@ static int pace(int timeout) {
 static int timed_poll(struct pollfd *fds, nfds_t nfds, int timeout) {
     if (min_turn_ns) timeout = pace(timeout);
     count_turn(now_ns());
-    int n = real_poll(fds, nfds, timeout);
+    int n = any_poll(fds, nfds, timeout);
     last_return_ns = now_ns();
     turn_held = __atomic_load_n(&turns->hold, __ATOMIC_RELAXED) != 0;
     return n;
@@ -329,6 +462,8 @@ static void gate_netdev_linux(void) {
 
 __attribute__((constructor)) static void pollgate_init(void) {
     resolve();
+    const char *epoll_env = getenv("POLLGATE_EPOLL");
+    epoll_off = epoll_env && strcmp(epoll_env, "0") == 0;
     open_turn_stats();
     gate_netdev_linux();
     if (turns) turns->rxq_gated = pollgate_rxq_patched;
@@ -336,11 +471,12 @@ __attribute__((constructor)) static void pollgate_init(void) {
 
 static void forget(int fd) {
     if (idle_at && fd >= 0 && fd < MAX_FD) idle_at[fd] = 0;
+    __atomic_add_fetch(&closes, 1, __ATOMIC_RELAXED);  /* every epoll set is built anew */
 }
 
 int poll(struct pollfd *fds, nfds_t nfds, int timeout) {
     if (!real_poll) resolve();
-    int n = timed(nfds) ? timed_poll(fds, nfds, timeout) : real_poll(fds, nfds, timeout);
+    int n = timed(nfds) ? timed_poll(fds, nfds, timeout) : any_poll(fds, nfds, timeout);
     if (!idle_at) idle_at = calloc(MAX_FD, sizeof *idle_at);
     if (!idle_at) return n;
     if (++polls == 0) {  /* wrapped: start over rather than trust old marks */

@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from fabric.net.shards import POLLGATE
 
 CHILD = textwrap.dedent("""
@@ -280,3 +282,69 @@ def test_turn_buckets_hold_what_they_say():
         low = bucket_upper_us(bucket - 1) if bucket else 0.0
         assert low <= us < bucket_upper_us(bucket), (us, bucket)
         assert bucket_upper_us(bucket) <= max(us * 1.125, us + 1), us  # within 1/8 above
+
+
+EPOLL_CHILD = textwrap.dedent("""
+    import ctypes, json, os, select, socket, sys
+
+    gate = ctypes.CDLL(sys.argv[1])
+    calls = ctypes.c_uint64.in_dll(gate, "pollgate_epoll_calls")
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(20)]
+    p = select.poll()
+    for a, _ in pairs:
+        p.register(a.fileno(), select.POLLIN)
+    names = {a.fileno(): i for i, (a, _) in enumerate(pairs)}
+
+    def ready(timeout=0):
+        return sorted([names[fd], ev] for fd, ev in p.poll(timeout))
+
+    out = {"idle": ready()}
+    for i in (2, 7, 19):
+        pairs[i][1].send(b"x")
+    out["three"] = ready()
+    out["level"] = ready()                        # still readable: reported again
+    for i in (2, 7):
+        pairs[i][0].recv(16)
+    out["one_left"] = ready()
+    p.modify(pairs[3][0].fileno(), select.POLLOUT)
+    out["pollout"] = ready()                      # writable, asked for output now
+    p.modify(pairs[3][0].fileno(), select.POLLIN)
+    p.unregister(pairs[19][0].fileno())
+    out["unregistered"] = ready()
+    pairs[5][1].close()
+    out["hangup"] = ready()                       # the peer went: POLLIN | POLLHUP
+    p.unregister(pairs[5][0].fileno())
+    number = pairs[6][0].fileno()
+    pairs[6][0].close()                           # its number, reused by a new socket
+    c, d = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    if d.fileno() == number:
+        c, d = d, c
+    if c.fileno() != number:
+        os.dup2(c.fileno(), number)
+    d.send(b"y")
+    out["reused"] = ready()
+    out["epoll_calls"] = calls.value
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.parametrize("epoll", ["1", "0"])
+def test_poll_over_many_descriptors_answers_as_poll_does(tmp_path, epoll):
+    # Twenty descriptors: pollgate answers from its epoll set (POLLGATE_EPOLL=1) what the
+    # kernel's poll() answers (POLLGATE_EPOLL=0), level-triggered, as the array changes.
+    script = tmp_path / "epoll_child.py"
+    script.write_text(EPOLL_CHILD)
+    env = {**os.environ, "LD_PRELOAD": str(POLLGATE), "POLLGATE_EPOLL": epoll}
+    done = subprocess.run([sys.executable, str(script), str(POLLGATE)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    pollin, pollout, pollhup = 1, 4, 16
+    assert out["idle"] == []
+    assert out["three"] == out["level"] == [[2, pollin], [7, pollin], [19, pollin]]
+    assert out["one_left"] == [[19, pollin]]
+    assert out["pollout"] == [[3, pollout], [19, pollin]]
+    assert out["unregistered"] == []
+    assert out["hangup"] == [[5, pollin | pollhup]]
+    assert out["reused"] == [[6, pollin]]
+    assert (out["epoll_calls"] > 0) == (epoll == "1")
