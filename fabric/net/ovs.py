@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -172,8 +173,26 @@ def delete_bridges(names: Iterable[str]) -> None:
         run(args, timeout=120)
 
 
+#: How often ovs-vswitchd writes every interface's statistics to its database (ms): an
+#: hour, i.e. only when asked (refresh_interface_stats). At OVS's default of 5 s, the
+#: main loop read all 384 interfaces of rail-2tier in one turn every 5 s, an 11-12 ms
+#: turn that made 10 Mb/s runs "datapath-late" (benchmarks/RESULTS.md).
+STATS_UPDATE_MS = 3_600_000
+_refreshes = itertools.count(1)
+
+
+def refresh_interface_stats(db: str) -> None:
+    """Make the shard at ``db`` write its interfaces' statistics now: a new update
+    interval restarts OVS's stats timer (vswitchd/bridge.c), and ovs-vsctl returns once
+    ovs-vswitchd took the change, in the main-loop turn that also sends the statistics."""
+    interval = STATS_UPDATE_MS + next(_refreshes) % 1000
+    run(["ovs-vsctl", "--timeout=10", f"--db={db}", "set", "Open_vSwitch", ".",
+         f"other_config:stats-update-interval={interval}"])
+
+
 def interface_drops(prefix: str, dbs: Iterable[str | None] = (None,)) -> dict[str, int]:
-    """OVS's own drop counters (rx_dropped + tx_dropped) of a run's interfaces, by name.
+    """OVS's own drop counters (rx_dropped + tx_dropped) of a run's interfaces, by name,
+    refreshed first on the run's own shards.
 
     These are packets the switch lost outside the shaped queues, e.g. when a
     port's socket could not take more; they are switch drops all the same.
@@ -181,6 +200,8 @@ def interface_drops(prefix: str, dbs: Iterable[str | None] = (None,)) -> dict[st
     import json
     drops = {}
     for db in dbs:
+        if db:
+            refresh_interface_stats(db)
         out = run(["ovs-vsctl", "--timeout=10", *([f"--db={db}"] if db else []),
                    "--format=json", "--columns=name,statistics", "list", "interface"])
         for name, stats in json.loads(out)["data"]:

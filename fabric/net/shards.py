@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from fabric.net import names
+from fabric.net import names, ovs
 from fabric.net.netns import write_sysctls
 from fabric.net.sh import FabricError, run
 
@@ -165,7 +165,8 @@ class Shard:
         run(exec_ns + [_tool("ovsdb-server"), str(db_file), f"--remote=punix:{d}/db.sock",
                             f"--pidfile={d}/ovsdb-server.pid", f"--unixctl={d}/ovsdb-server.ctl",
                             f"--log-file={d}/ovsdb-server.log", "--detach"], env=env)
-        run(["ovs-vsctl", f"--db={self.db}", "--no-wait", "init"])
+        run(["ovs-vsctl", f"--db={self.db}", "--no-wait", "init", "--", "set", "Open_vSwitch",
+             ".", f"other_config:stats-update-interval={ovs.STATS_UPDATE_MS}"])
         env["LD_PRELOAD"] = " ".join(preload)
         if self.pollgate:
             env["POLLGATE_STATS"] = str(self.turn_stats)
