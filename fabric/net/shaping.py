@@ -41,9 +41,9 @@ def tc_lines(shape: Shape) -> list[str]:
     # Two frames of burst. One frame (so no link could carry more than its rate plus
     # one frame) was measured: under load the qdisc watchdog runs late (softirqs
     # deferred to ksoftirqd), one frame of credit cannot absorb it, and backlogged
-    # uplinks sent 85-93 % of their rate (benchmarks/RESULTS.md). The NICs' own
-    # buckets hold one frame, so what enters a link is never more than its rate plus
-    # one frame; the second frame here only lets a late link catch up.
+    # uplinks sent 85-93 % of their rate (benchmarks/RESULTS.md). The NICs keep no
+    # credit while idle (fabric/nic/core.py), so what enters a link is never more than
+    # its rate plus one frame; the second frame here only lets a late link catch up.
     burst = 2 * frame
     child = (gates.tbf_line(shape.intf, shape.mbps, frame, shape.gate_limit)
              if shape.gate_limit else

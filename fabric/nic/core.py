@@ -50,7 +50,8 @@ class AgentCore:
         self.transport = transport
         self.clock = clock
         now = clock.mono_ns()
-        # Two frames of burst in the NIC's bucket: a NIC never sends more than its rate
+        # Two frames of burst in the NIC's bucket, kept only while it is backlogged (an
+        # idle NIC keeps none: NIC_IDLE_FRAMES): a NIC never sends more than its rate
         # plus one extra frame over any window. One frame was measured (RESULTS.md,
         # "Bursts"): an uncontended ring fell from 99.7 % to 97.9 % efficiency, the
         # credit of late wake-ups lost. Announced QPs are paced to their granted share
