@@ -190,6 +190,17 @@ def refresh_interface_stats(db: str) -> None:
          f"other_config:stats-update-interval={interval}"])
 
 
+def interface_statistics(prefix: str, db: str | None = None) -> dict[str, dict[str, int]]:
+    """The statistics column of a run's interfaces as the database at ``db`` (None: the
+    system's) holds it now, by interface name."""
+    import json
+    out = run(["ovs-vsctl", "--timeout=10", *([f"--db={db}"] if db else []),
+               "--format=json", "--columns=name,statistics", "list", "interface"])
+    return {name: ({key: int(value) for key, value in stats[1]}
+                   if isinstance(stats, list) and stats[0] == "map" else {})
+            for name, stats in json.loads(out)["data"] if name.startswith(prefix + "-")}
+
+
 def interface_drops(prefix: str, dbs: Iterable[str | None] = (None,)) -> dict[str, int]:
     """OVS's own drop counters (rx_dropped + tx_dropped) of a run's interfaces, by name,
     refreshed first on the run's own shards.
@@ -197,18 +208,12 @@ def interface_drops(prefix: str, dbs: Iterable[str | None] = (None,)) -> dict[st
     These are packets the switch lost outside the shaped queues, e.g. when a
     port's socket could not take more; they are switch drops all the same.
     """
-    import json
     drops = {}
     for db in dbs:
         if db:
             refresh_interface_stats(db)
-        out = run(["ovs-vsctl", "--timeout=10", *([f"--db={db}"] if db else []),
-                   "--format=json", "--columns=name,statistics", "list", "interface"])
-        for name, stats in json.loads(out)["data"]:
-            if not name.startswith(prefix + "-"):
-                continue
-            values = dict(stats[1]) if isinstance(stats, list) and stats[0] == "map" else {}
-            drops[name] = int(values.get("rx_dropped", 0)) + int(values.get("tx_dropped", 0))
+        for name, values in interface_statistics(prefix, db).items():
+            drops[name] = values.get("rx_dropped", 0) + values.get("tx_dropped", 0)
     return drops
 
 

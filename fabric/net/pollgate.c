@@ -360,7 +360,7 @@ static int answer(void) {
 typedef int (*rxq_recv_fn)(void *rxq, void *batch, int *qfill);
 static rxq_recv_fn real_rxq_recv;
 
-/* Classes whose receive goes through the gate (0: none found; read by the tests). */
+/* Classes whose receive goes through the gate (0: none found; also in turn_stats). */
 uint64_t pollgate_rxq_patched;
 
 static int gated_rxq_recv(void *rxq, void *batch, int *qfill) {

@@ -162,14 +162,9 @@ def test_every_local_qdisc_drop_is_reported_to_the_sender_as_enobufs(small_fabri
 
 def _rx_packets(net, db: str) -> int:
     """The run's interfaces' rx_packets as the shard's database holds them."""
-    import json
-    out = subprocess.run(["ovs-vsctl", f"--db={db}", "--format=json", "--columns=name,statistics",
-                          "list", "interface"], capture_output=True, text=True, check=True).stdout
-    total = 0
-    for name, stats in json.loads(out)["data"]:
-        if name.startswith(net.prefix + "-") and stats[0] == "map":
-            total += int(dict(stats[1]).get("rx_packets", 0))
-    return total
+    from fabric.net import ovs
+    return sum(stats.get("rx_packets", 0)
+               for stats in ovs.interface_statistics(net.prefix, db).values())
 
 
 def test_interface_statistics_are_written_when_asked_not_every_five_seconds(small_fabric):
